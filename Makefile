@@ -1,0 +1,68 @@
+# composefs.fleet — the two commands of the contract are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+
+.PHONY: help setup setup-host setup-venv setup-py39 setup-vm demo test test-unit test-unit-py39 \
+        test-integration test-vm sanity lint molecule bench clean
+
+help:
+	@echo "make demo   set up, then run playbooks/demo.yml on localhost"
+	@echo "make test   set up, then run every test tier and gate"
+	@echo "make bench  benchmarks against the reference tools (see docs/benchmarks.md)"
+
+# ---- set-up (idempotent; downloads are cached in .cache/ and the venvs) ----
+setup-host:
+	scripts/setup-host.sh
+setup-venv: setup-host
+	scripts/setup-venv.sh
+setup-py39:
+	scripts/setup-py39.sh
+setup-vm: setup-host
+	scripts/fetch-guest-kernel.sh
+setup: setup-host setup-venv
+
+# ---- the demo ----
+demo: setup
+	$(VENV)/bin/ansible-playbook playbooks/demo.yml
+
+# ---- every tier and gate ----
+test: setup setup-py39 setup-vm
+	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration sanity lint molecule test-vm
+	@echo "make test: every tier and gate passed"
+
+test-unit:
+	$(PYTEST) tests/unit
+
+# module_utils must run on Python 3.9 (RHEL 9): the same unit tests, without ansible.
+test-unit-py39:
+	.venv39/bin/python -m pytest -p no:cacheprovider tests/unit/plugins/module_utils
+
+test-integration:
+	$(PYTEST) tests/integration
+
+test-vm:
+	$(PYTEST) tests/vm
+
+sanity:
+	scripts/sanity.sh
+
+lint:
+	$(VENV)/bin/ansible-lint --profile production
+
+molecule:
+	molecule test --all
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .cache/stage tests/output

@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright: composefs.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""fs-verity file digests computed in userspace.
+
+The digest is defined by the kernel (Documentation/filesystems/fsverity.rst) and
+fsverity-utils: a Merkle tree over ``block_size`` blocks of the file, each block
+zero-padded and hashed (salted if a salt is given); each level's hashes are packed
+into blocks and hashed again until one block remains, whose hash is the root. The
+file digest is the hash of the 256-byte ``fsverity_descriptor`` holding the root.
+
+Memory use is constant: every tree level keeps at most one partial block.
+Speed comes from hashing straight out of a reused read buffer through memoryview
+slices (no copies), and from hashlib releasing the GIL, so several files can be
+hashed in threads at once (see :func:`digest_files`).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import itertools
+import os
+import struct
+
+# Kernel FS_VERITY_HASH_ALG_* numbers and digest sizes.
+HASH_ALGORITHMS = {"sha256": (1, 32, 64), "sha512": (2, 64, 128)}  # name: (number, digest size, hash block size)
+DEFAULT_BLOCK_SIZE = 4096
+MAX_SALT_SIZE = 32
+_READ_SIZE = 1 << 20
+# Files at least this large are hashed by several threads when allowed.
+_PARALLEL_MIN_SIZE = 64 << 20
+
+
+class FsverityParamsError(ValueError):
+    """Invalid digest parameters (algorithm, block size or salt)."""
+
+
+def check_params(hash_algorithm, block_size, salt):
+    if hash_algorithm not in HASH_ALGORITHMS:
+        raise FsverityParamsError("unsupported hash algorithm %r: use one of %s" % (hash_algorithm, ", ".join(sorted(HASH_ALGORITHMS))))
+    if block_size < 1024 or block_size > 65536 or block_size & (block_size - 1):
+        raise FsverityParamsError("block size %r is not a power of two between 1024 and 65536" % (block_size,))
+    if len(salt) > MAX_SALT_SIZE:
+        raise FsverityParamsError("salt of %d bytes is longer than the %d bytes fs-verity allows" % (len(salt), MAX_SALT_SIZE))
+
+
+class FsverityHasher:
+    """Incremental fs-verity digest: ``update()`` with the file's bytes, then ``digest()``."""
+
+    def __init__(self, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b""):
+        salt = bytes(salt or b"")
+        check_params(hash_algorithm, block_size, salt)
+        self.hash_algorithm = hash_algorithm
+        self.block_size = block_size
+        self.salt = salt
+        self._alg_number, self._digest_size, hash_block = HASH_ALGORITHMS[hash_algorithm]
+        self._new = getattr(hashlib, hash_algorithm)
+        if salt:
+            # The salt is zero-padded to the hash's block size and prepended to every block.
+            padded = salt + b"\0" * (-len(salt) % hash_block)
+            base = self._new(padded)
+            self._hash_block = lambda data: self._salted(base, data)
+        else:
+            new = self._new
+            self._hash_block = lambda data: new(data).digest()
+        self._zero_block = b"\0" * block_size
+        self._size = 0
+        self._pending = bytearray()  # partial data block
+        self._levels = []  # per tree level: bytearray of hashes not yet packed into a full block
+        self._blocks_per_level = []
+        self._root = None
+
+    @staticmethod
+    def _salted(base, data):
+        h = base.copy()
+        h.update(data)
+        return h.digest()
+
+    def _push_hashes(self, level, hashes):
+        """Append packed hashes to ``level``, hashing every full block into the level above."""
+        while True:
+            if level == len(self._levels):
+                self._levels.append(bytearray())
+                self._blocks_per_level.append(0)
+            buf = self._levels[level]
+            buf += hashes
+            bs = self.block_size
+            if len(buf) < bs:
+                return
+            full = len(buf) - len(buf) % bs
+            view = memoryview(buf)
+            hb = self._hash_block
+            hashes = b"".join([hb(view[i:i + bs]) for i in range(0, full, bs)])
+            view.release()
+            self._blocks_per_level[level] += full // bs
+            del buf[:full]
+            level += 1
+
+    def update(self, data):
+        """Feed the next bytes of the file (bytes, bytearray or memoryview)."""
+        if self._root is not None:
+            raise ValueError("update() after digest()")
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if not n:
+            return
+        self._size += n
+        bs = self.block_size
+        start = 0
+        if self._pending:
+            take = min(bs - len(self._pending), n)
+            self._pending += view[:take]
+            start = take
+            if len(self._pending) < bs:
+                return
+            self._push_hashes(0, self._hash_block(self._pending))
+            self._pending = bytearray()
+        end = start + (n - start) - (n - start) % bs
+        if end > start:
+            hb = self._hash_block
+            self._push_hashes(0, b"".join([hb(view[i:i + bs]) for i in range(start, end, bs)]))
+        if end < n:
+            self._pending += view[end:]
+
+    @property
+    def size(self):
+        """Bytes fed so far."""
+        return self._size
+
+    def add_block_hashes(self, nbytes, hashes):
+        """Feed precomputed hashes of whole data blocks covering ``nbytes`` bytes."""
+        if self._pending or nbytes % self.block_size:
+            raise ValueError("block hashes must start and end on a block boundary")
+        self._size += nbytes
+        if hashes:
+            self._push_hashes(0, hashes)
+
+    def root_hash(self):
+        """The Merkle tree root (all zeros for an empty file). Ends the input."""
+        if self._root is None:
+            self._root = self._finish()
+        return self._root
+
+    def _finish(self):
+        if self._size == 0:
+            return b"\0" * self._digest_size
+        bs = self.block_size
+        ds = self._digest_size
+        if self._pending:
+            self._push_hashes(0, self._hash_block(bytes(self._pending) + self._zero_block[len(self._pending):]))
+            self._pending = bytearray()
+        level = 0
+        while True:
+            buf = self._levels[level]
+            if self._blocks_per_level[level] == 0 and len(buf) == ds:
+                return bytes(buf)  # the one hash left is the root
+            if buf:
+                # Zero-pad the level's last, partial block and hash it into the level above.
+                block = bytes(buf) + self._zero_block[len(buf):]
+                del buf[:]
+                self._blocks_per_level[level] += 1
+                self._push_hashes(level + 1, self._hash_block(block))
+            level += 1
+
+    def descriptor(self):
+        """The 256-byte struct fsverity_descriptor whose hash is the file digest."""
+        root = self.root_hash()
+        return struct.pack(
+            "<BBBBIQ64s32s144s",
+            1,  # version
+            self._alg_number,
+            self.block_size.bit_length() - 1,  # log2(block size)
+            len(self.salt),
+            0,  # sig_size: reserved, always 0 in the digest
+            self._size,
+            root,
+            self.salt,
+            b"",
+        )
+
+    def digest(self):
+        """The fs-verity file digest (raw bytes)."""
+        return self._new(self.descriptor()).digest()
+
+    def hexdigest(self):
+        return self.digest().hex()
+
+
+def data_digest(data, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b""):
+    """fs-verity digest of a bytes-like object (raw bytes)."""
+    hasher = FsverityHasher(hash_algorithm, block_size, salt)
+    hasher.update(data)
+    return hasher.digest()
+
+
+def _digest_fd(fd, hash_algorithm, block_size, salt, threads=1):
+    hasher = FsverityHasher(hash_algorithm, block_size, salt)
+    if threads > 1:
+        size = os.fstat(fd).st_size
+        if size >= _PARALLEL_MIN_SIZE:
+            _hash_fd_parallel(hasher, fd, size, threads)
+            return hasher.digest()
+    buf = bytearray(_READ_SIZE)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if not n:
+            break
+        offset += n
+        hasher.update(view[:n])
+    view.release()
+    return hasher.digest()
+
+
+def _hash_fd_parallel(hasher, fd, size, threads):
+    """Hash the data blocks of a large file in several threads, in order.
+
+    Each task reads one chunk with pread and returns its level-0 hashes; at most
+    2 x threads chunks are in flight, so memory stays bounded.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    bs = hasher.block_size
+    chunk = _READ_SIZE * 4
+    hb = hasher._hash_block
+
+    def hash_chunk(offset):
+        data = os.pread(fd, chunk, offset)
+        view = memoryview(data)
+        full = len(data) - len(data) % bs
+        hashes = b"".join([hb(view[i:i + bs]) for i in range(0, full, bs)])
+        return len(data), hashes, bytes(view[full:])
+
+    offsets = iter(range(0, size, chunk))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        inflight = [pool.submit(hash_chunk, off) for off in itertools.islice(offsets, 2 * threads)]
+        while inflight:
+            n, hashes, tail = inflight.pop(0).result()
+            nxt = next(offsets, None)
+            if nxt is not None:
+                inflight.append(pool.submit(hash_chunk, nxt))
+            hasher.add_block_hashes(n - len(tail), hashes)
+            if tail:
+                hasher.update(tail)
+            if n < chunk:
+                break  # the file shrank while we read it; the size check below catches it
+    if hasher.size != size:
+        raise OSError("file changed size while its digest was computed (%d bytes, then %d)" % (size, hasher.size))
+
+
+def file_digest(path_or_fileobj, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", threads=1):
+    """fs-verity digest (raw bytes) of a whole file given by path, file descriptor or binary file object.
+
+    A path is opened without following a final symlink. ``threads`` > 1 hashes
+    large files in parallel (same result, more cores).
+    """
+    if isinstance(path_or_fileobj, int):
+        return _digest_fd(path_or_fileobj, hash_algorithm, block_size, salt, threads)
+    if hasattr(path_or_fileobj, "fileno"):
+        return _digest_fd(path_or_fileobj.fileno(), hash_algorithm, block_size, salt, threads)
+    fd = os.open(path_or_fileobj, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        return _digest_fd(fd, hash_algorithm, block_size, salt, threads)
+    finally:
+        os.close(fd)
+
+
+def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", threads=None):
+    """Digest many files at once; yields ``(path, digest_bytes_or_OSError)`` in input order.
+
+    Threads suffice: hashlib drops the GIL while it hashes a block, so the work
+    spreads over the cores.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    workers = threads or os.cpu_count() or 1
+
+    def one(path):
+        try:
+            return file_digest(path, hash_algorithm, block_size, salt)
+        except OSError as exc:
+            return exc
+
+    if workers <= 1 or len(paths) <= 1:
+        for path in paths:
+            yield path, one(path)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, result in zip(paths, pool.map(one, paths)):
+            yield path, result

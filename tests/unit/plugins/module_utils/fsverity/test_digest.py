@@ -1,0 +1,151 @@
+"""fs-verity digests against the shared vectors and the fsverity-utils command."""
+import ast
+import io
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import (
+    FsverityHasher,
+    FsverityParamsError,
+    data_digest,
+    digest_files,
+    file_digest,
+)
+
+from support import shared_vectors
+
+
+def _vectors():
+    path = shared_vectors("fsverity.tsv")
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            content, digest, origin = line.rstrip("\n").split("\t")
+            rows.append((content, digest, origin))
+    return rows
+
+
+def _eval_content(expr):
+    # Contents are Python bytes expressions such as b"x" * 60 + b"\n": evaluate the literal parts only.
+    tree = ast.parse(expr, mode="eval")
+
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, int)):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = ev(node.left), ev(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError("unsupported expression in vector: %s" % expr)
+
+    return ev(tree.body)
+
+
+@pytest.mark.parametrize("content,digest,origin", _vectors())
+def test_shared_vectors(content, digest, origin):
+    assert data_digest(_eval_content(content)).hex() == digest, origin
+
+
+def _fsverity_cli():
+    tool = shutil.which("fsverity")
+    if tool is None:
+        raise RuntimeError("the 'fsverity' command (Debian package fsverity) is needed: run scripts/setup-host.sh")
+    return tool
+
+
+def _cli_digest(path, hash_algorithm="sha256", block_size=4096, salt=b""):
+    argv = [_fsverity_cli(), "digest", "--compact", "--hash-alg=" + hash_algorithm, "--block-size=%d" % block_size]
+    if salt:
+        argv.append("--salt=" + salt.hex())
+    return subprocess.check_output(argv + [path]).decode().strip()
+
+
+SIZES = [0, 1, 64, 65, 4095, 4096, 4097, 128 * 4096 - 1, 128 * 4096, 128 * 4096 + 1, 128 * 128 * 4096 + 4096 + 3]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_against_fsverity_cli(tmp_path, size):
+    data = random.Random(size).randbytes(size) if hasattr(random.Random, "randbytes") else os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert file_digest(str(path)).hex() == _cli_digest(str(path))
+
+
+@pytest.mark.parametrize("hash_algorithm,block_size,salt", [
+    ("sha512", 4096, b""),
+    ("sha256", 1024, b""),
+    ("sha256", 65536, b""),
+    ("sha256", 4096, b"\x01\x02\x03"),
+    ("sha512", 4096, bytes(range(32))),
+])
+def test_parameters_against_cli(tmp_path, hash_algorithm, block_size, salt):
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(3 * 65536 + 77))
+    assert file_digest(str(path), hash_algorithm, block_size, salt).hex() == _cli_digest(str(path), hash_algorithm, block_size, salt)
+
+
+def test_multilevel_tree_and_threads(tmp_path):
+    # 1024-byte blocks with sha512 hold 16 hashes per block: 5 tree levels for ~1.1 MiB.
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(70 << 20 | 12345))
+    want = _cli_digest(str(path))
+    assert file_digest(str(path), threads=2).hex() == want
+    assert file_digest(str(path)).hex() == want
+    small = tmp_path / "g"
+    small.write_bytes(os.urandom((1 << 20) + 1))
+    assert file_digest(str(small), "sha512", 1024).hex() == _cli_digest(str(small), "sha512", 1024)
+
+
+def test_incremental_updates_in_odd_pieces():
+    data = os.urandom(3 * 4096 * 130 + 17)
+    whole = data_digest(data)
+    hasher = FsverityHasher()
+    rng = random.Random(5)
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 7, 4095, 4096, 4097, 100000])
+        hasher.update(data[pos:pos + step])
+        pos += step
+    assert hasher.digest() == whole
+
+
+def test_file_object_and_fd(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"hello world\n")
+    want = "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+    with open(str(path), "rb") as f:
+        f.read(3)  # the digest covers the whole file whatever the position
+        assert file_digest(f).hex() == want
+        assert file_digest(f.fileno()).hex() == want
+    with pytest.raises(io.UnsupportedOperation):
+        file_digest(io.BytesIO(b"x"))
+
+
+def test_symlink_not_followed(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    os.symlink("f", str(tmp_path / "l"))
+    with pytest.raises(OSError):
+        file_digest(str(tmp_path / "l"))
+
+
+def test_digest_files_reports_errors_in_order(tmp_path):
+    (tmp_path / "a").write_bytes(b"hello world\n")
+    out = list(digest_files([str(tmp_path / "a"), str(tmp_path / "missing")], threads=2))
+    assert out[0][1].hex() == "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
+    assert isinstance(out[1][1], FileNotFoundError)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(hash_algorithm="md5"),
+    dict(block_size=4097),
+    dict(block_size=512),
+    dict(salt=b"x" * 33),
+])
+def test_bad_parameters(kwargs):
+    with pytest.raises(FsverityParamsError):
+        data_digest(b"x", **kwargs)
