@@ -146,8 +146,14 @@ class FsverityRun:
                 continue
             path = result["path"]
             if check_mode:
-                result["changed"] = True
-                result["verity"] = True
+                reason = ioctl.predict_enable_failure(path)
+                if reason is None:
+                    result["changed"] = True
+                    result["verity"] = True
+                elif allow_unsupported:
+                    self.warnings.append("%s: fs-verity would not be enabled (%s); its digest was computed in userspace" % (path, reason))
+                else:
+                    raise FsverityFilesError("%s: cannot enable fs-verity: %s" % (path, reason), results)
                 continue
             try:
                 ioctl.enable_path(path, hash_algorithm=self.hash_algorithm, block_size=self.block_size, salt=self.salt)

@@ -139,6 +139,26 @@ def explain(path, err, operation="enable"):
     return os.strerror(err)
 
 
+def predict_enable_failure(path):
+    """For check mode: the reason enabling would surely fail on ``path``'s filesystem, or None.
+
+    Only clear-cut cases are predicted (no fs-verity in the kernel, a filesystem
+    type without fs-verity, ext4 without the feature); anything else may still
+    be refused by the real ioctl.
+    """
+    fs = filesystem_of(path)
+    kernel = kernel_has_fs_verity()
+    if kernel is False:
+        return explain(path, errno.EOPNOTSUPP)
+    if fs is None:
+        return None
+    if fs.fstype not in VERITY_FILESYSTEMS:
+        return explain(path, errno.ENOTTY)
+    if fs.fstype == "ext4" and _ext4_has_verity_feature(fs.source) is False:
+        return explain(path, errno.EOPNOTSUPP)
+    return None
+
+
 def _ioctl(path, fd, request, arg, operation):
     try:
         return fcntl.ioctl(fd, request, arg)
