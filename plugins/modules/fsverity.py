@@ -75,9 +75,9 @@ options:
         and a warning instead of failing.
     type: bool
     default: false
-  threads:
+  workers:
     description:
-      - How many files to hash at once. Defaults to the number of CPUs.
+      - How many worker processes hash files at once. Defaults to the number of CPUs.
     type: int
 notes:
   - Supports check mode. With O(state=enabled) it reports which files would be enabled, with their userspace digests.
@@ -183,7 +183,7 @@ def main():
             block_size=dict(type="int", default=4096),
             salt=dict(type="str"),
             allow_unsupported=dict(type="bool", default=False),
-            threads=dict(type="int"),
+            workers=dict(type="int"),
         ),
         supports_check_mode=True,
     )
@@ -193,7 +193,7 @@ def main():
     except ValueError:
         module.fail_json(msg="salt %r is not hex" % p["salt"])
     try:
-        run = FsverityRun(p["hash_algorithm"], p["block_size"], salt, p["threads"])
+        run = FsverityRun(p["hash_algorithm"], p["block_size"], salt, p["workers"])
         files = collect_files(p["path"], p["recurse"], p["follow"])
         expected = {}
         if p["expected_digest"]:

@@ -10,9 +10,10 @@ into blocks and hashed again until one block remains, whose hash is the root. Th
 file digest is the hash of the 256-byte ``fsverity_descriptor`` holding the root.
 
 Memory use is constant: every tree level keeps at most one partial block.
-Speed comes from hashing straight out of a reused read buffer through memoryview
-slices (no copies), and from hashlib releasing the GIL, so several files can be
-hashed in threads at once (see :func:`digest_files`).
+Speed comes from hashing straight out of the read buffer through memoryview
+slices (no copies), a short path for files of one block, threads for the blocks
+of one large file (hashlib releases the GIL), and worker processes for many
+files (see :func:`digest_files`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -195,14 +196,36 @@ def data_digest(data, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, sa
     return hasher.digest()
 
 
+def _small_digest(data, hash_algorithm, block_size, salt):
+    """Digest of a file of at most one block: its root hash is the hash of that one padded block."""
+    number, digest_size, _hb = HASH_ALGORITHMS[hash_algorithm]
+    new = getattr(hashlib, hash_algorithm)
+    if salt:
+        return data_digest(data, hash_algorithm, block_size, salt)
+    if not data:
+        root = b"\0" * digest_size
+    else:
+        root = new(data + b"\0" * (block_size - len(data))).digest()
+    descriptor = struct.pack("<BBBBIQ64s32s144s", 1, number, block_size.bit_length() - 1, 0, 0, len(data), root, b"", b"")
+    return new(descriptor).digest()
+
+
 def _digest_fd(fd, hash_algorithm, block_size, salt, threads=1):
+    size = os.fstat(fd).st_size
+    if size <= block_size:
+        data = os.pread(fd, block_size + 1, 0)
+        if len(data) <= block_size:
+            check_params(hash_algorithm, block_size, salt)
+            return _small_digest(data, hash_algorithm, block_size, salt)
     hasher = FsverityHasher(hash_algorithm, block_size, salt)
-    if threads > 1:
-        size = os.fstat(fd).st_size
-        if size >= _PARALLEL_MIN_SIZE:
-            _hash_fd_parallel(hasher, fd, size, threads)
-            return hasher.digest()
-    buf = bytearray(_READ_SIZE)
+    if threads > 1 and size >= _PARALLEL_MIN_SIZE:
+        _hash_fd_parallel(hasher, fd, size, threads)
+        return hasher.digest()
+    if size < _READ_SIZE:
+        # Small enough to read whole; a size change since fstat just means more reads.
+        buf = bytearray(size + block_size)
+    else:
+        buf = bytearray(_READ_SIZE)
     view = memoryview(buf)
     offset = 0
     while True:
@@ -268,27 +291,35 @@ def file_digest(path_or_fileobj, hash_algorithm="sha256", block_size=DEFAULT_BLO
         os.close(fd)
 
 
-def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", threads=None):
-    """Digest many files at once; yields ``(path, digest_bytes_or_OSError)`` in input order.
-
-    Threads suffice: hashlib drops the GIL while it hashes a block, so the work
-    spreads over the cores.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    paths = list(paths)
-    workers = threads or os.cpu_count() or 1
-
-    def one(path):
+def _digest_chunk(job):
+    paths, hash_algorithm, block_size, salt = job
+    out = []
+    for path in paths:
         try:
-            return file_digest(path, hash_algorithm, block_size, salt)
+            out.append(file_digest(path, hash_algorithm, block_size, salt))
         except OSError as exc:
-            return exc
+            out.append(exc)
+    return out
 
-    if workers <= 1 or len(paths) <= 1:
-        for path in paths:
-            yield path, one(path)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, result in zip(paths, pool.map(one, paths)):
+
+def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", workers=None):
+    """Digest many files; yields ``(path, digest_bytes_or_OSError)`` in input order.
+
+    With ``workers`` > 1 (default: the number of CPUs) the files are shared out
+    among forked worker processes in chunks: most files are small, so the time
+    goes to per-file Python work that threads could not run in parallel.
+    """
+    paths = list(paths)
+    workers = workers or os.cpu_count() or 1
+    chunk = 256
+    if workers <= 1 or len(paths) <= chunk:
+        for path, result in zip(paths, _digest_chunk((paths, hash_algorithm, block_size, salt))):
             yield path, result
+        return
+    import multiprocessing
+
+    jobs = [(paths[i:i + chunk], hash_algorithm, block_size, salt) for i in range(0, len(paths), chunk)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for job, results in zip(jobs, pool.imap(_digest_chunk, jobs)):
+            for path, result in zip(job[0], results):
+                yield path, result

@@ -88,12 +88,12 @@ def collect_files(paths, recurse=False, follow=False):
 class FsverityRun:
     """One module run over a list of files."""
 
-    def __init__(self, hash_algorithm="sha256", block_size=4096, salt=b"", threads=None):
+    def __init__(self, hash_algorithm="sha256", block_size=4096, salt=b"", workers=None):
         check_params(hash_algorithm, block_size, salt)
         self.hash_algorithm = hash_algorithm
         self.block_size = block_size
         self.salt = salt
-        self.threads = threads
+        self.workers = workers
         self.warnings = []
 
     def _kernel_state(self, path):
@@ -116,7 +116,7 @@ class FsverityRun:
 
     def _userspace_digests(self, paths):
         digests = {}
-        for path, result in digest_files(paths, self.hash_algorithm, self.block_size, self.salt, self.threads):
+        for path, result in digest_files(paths, self.hash_algorithm, self.block_size, self.salt, self.workers):
             if isinstance(result, OSError):
                 raise FsverityFilesError("%s: cannot read: %s" % (path, result.strerror or result))
             digests[path] = result.hex()

@@ -135,9 +135,21 @@ def test_symlink_not_followed(tmp_path):
 
 def test_digest_files_reports_errors_in_order(tmp_path):
     (tmp_path / "a").write_bytes(b"hello world\n")
-    out = list(digest_files([str(tmp_path / "a"), str(tmp_path / "missing")], threads=2))
+    out = list(digest_files([str(tmp_path / "a"), str(tmp_path / "missing")]))
     assert out[0][1].hex() == "37061ef2ac4c21bec68489b56138c5780306a4ad7fe6676236ecdf2c9027cd92"
     assert isinstance(out[1][1], FileNotFoundError)
+    # Enough files for the worker processes: same answers, same order.
+    many = []
+    for i in range(700):
+        p = tmp_path / ("f%04d" % i)
+        p.write_bytes(os.urandom(i * 13))
+        many.append(str(p))
+    many.insert(300, str(tmp_path / "missing"))
+    parallel = list(digest_files(many, workers=2))
+    serial = list(digest_files(many, workers=1))
+    assert [p for p, _ in parallel] == many
+    assert [d for _, d in parallel if not isinstance(d, OSError)] == [d for _, d in serial if not isinstance(d, OSError)]
+    assert isinstance(parallel[300][1], FileNotFoundError)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -1,0 +1,31 @@
+"""Run every benchmark (make bench); each prints ours against the reference tool measured in the same run.
+
+Results are also written to bench/results/latest.json. Not a test: nothing here asserts timings.
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fsverity_digest  # noqa: E402
+
+BENCHES = [("fs-verity digest", fsverity_digest.main)]
+
+
+def main():
+    results = []
+    print("machine: %s, %d cores, Python %s" % (platform.platform(), os.cpu_count(), platform.python_version()))
+    for title, fn in BENCHES:
+        print("== %s" % title, flush=True)
+        fn(results)
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "latest.json"), "w") as f:
+        json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
