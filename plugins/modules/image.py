@@ -1,0 +1,244 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: composefs.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: image
+short_description: Build a composefs image and fill its object store, byte-identical to mkcomposefs
+version_added: 0.1.0
+description:
+  - Turns a directory tree (a rootfs, an application tree, an unpacked container layer) or a composefs dumpfile
+    into a composefs EROFS metadata image, and copies the tree's larger files into a content-addressed object store.
+  - The image bytes, and so its digest, are those C(mkcomposefs) 1.0.x writes for the same input and options, so a
+    digest computed on one machine can be pinned on every other. No composefs tools are needed; the managed node
+    needs only the Python standard library.
+  - Files of 1 to 64 bytes are stored inline in the image; larger files become objects named by their fs-verity
+    SHA-256 digest, at C(XX/<62 hex>) below O(digest_store) (the layout of C(mkcomposefs --digest-store)).
+  - An object already in the store is verified (by the kernel's fs-verity measurement, or by hashing it) before
+    it is trusted; a damaged one is replaced. New objects are copied (reflink where the filesystem can, else
+    C(copy_file_range), else a plain copy) under a temporary name, fsynced, given fs-verity where possible, checked,
+    and linked into place, so concurrent builds into one store are safe and no reader ever sees a partial object.
+  - O(dest) is written atomically (temporary file, fsync, rename). On failure there is no new O(dest).
+author:
+  - composefs.fleet developers (@composefs-fleet)
+options:
+  src:
+    description:
+      - The directory to turn into an image. Mutually exclusive with O(src_dumpfile).
+    type: path
+  src_dumpfile:
+    description:
+      - A composefs-dump(5) file to turn into an image, plain or gzip-compressed (C(mkcomposefs --from-file)).
+      - A dumpfile carries digests, not contents, so with O(digest_store) the module can only report objects the store lacks.
+    type: path
+  dest:
+    description:
+      - Where to write the image. Without it the module only computes the digest (C(mkcomposefs --print-digest-only))
+        and fills O(digest_store) if given.
+    type: path
+  digest_store:
+    description:
+      - The object store directory (C(mkcomposefs --digest-store)). Created if missing.
+    type: path
+  use_epoch:
+    description:
+      - Set every mtime to 0 (C(--use-epoch)).
+    type: bool
+    default: false
+  skip_xattrs:
+    description:
+      - Store no extended attributes (C(--skip-xattrs)).
+    type: bool
+    default: false
+  user_xattrs:
+    description:
+      - Store only C(user.*) extended attributes (C(--user-xattrs)).
+    type: bool
+    default: false
+  skip_devices:
+    description:
+      - Leave out block and character devices (C(--skip-devices)).
+    type: bool
+    default: false
+  min_version:
+    description:
+      - The lowest image format version to use (C(--min-version)). The writer uses the lowest version from
+        O(min_version) to O(max_version) that can represent the tree.
+    type: int
+    default: 0
+    choices: [0, 1]
+  max_version:
+    description:
+      - The highest image format version to use (C(--max-version)). A value below O(min_version) is raised to it.
+    type: int
+    default: 1
+    choices: [0, 1]
+  hardlinks:
+    description:
+      - Keep hardlinks as hardlinks in the image.
+      - C(mkcomposefs) 1.0.x loses them (every path becomes its own inode; composefs issue 444). With the default
+        V(false) the image is byte-identical to C(mkcomposefs)'s; with V(true) it is not, and its digest differs.
+    type: bool
+    default: false
+  enable_verity:
+    description:
+      - fs-verity on the objects and on the image. V(auto) enables it where the filesystem and kernel can,
+        V(true) fails where they cannot, V(false) never enables it.
+    type: str
+    choices: [auto, 'true', 'false']
+    default: auto
+  threads:
+    description:
+      - How many worker processes hash and copy files. Defaults to the number of CPUs.
+    type: int
+extends_documentation_fragment:
+  - ansible.builtin.files
+notes:
+  - Idempotent. When O(dest) already holds the same bytes and the store holds every object, C(changed=false).
+  - Supports check mode (the digest is computed; nothing is written) and diff mode (the image digest before and after).
+  - The same module runs on the controller with C(delegate_to=localhost).
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
+    support: full
+seealso:
+  - module: composefs.fleet.fsverity
+"""
+
+EXAMPLES = r"""
+- name: Build an image of an application tree and fill the shared object store
+  composefs.fleet.image:
+    src: /srv/build/app-rootfs
+    dest: /var/lib/composefs/images/app.cfs
+    digest_store: /var/lib/composefs/objects
+  register: app_image
+
+- name: Pin the digest for the mount
+  ansible.builtin.debug:
+    msg: "mount with digest={{ app_image.digest }}"
+
+- name: Compute only the digest, on the controller
+  composefs.fleet.image:
+    src: "{{ playbook_dir }}/files/tree"
+  delegate_to: localhost
+
+- name: Build from a dumpfile, format version 1 only
+  composefs.fleet.image:
+    src_dumpfile: /srv/build/rootfs.dump.gz
+    dest: /srv/images/rootfs.cfs
+    min_version: 1
+    max_version: 1
+"""
+
+RETURN = r"""
+digest:
+  description: The image's fs-verity SHA-256 digest, as C(mkcomposefs --print-digest) prints it.
+  returned: always
+  type: str
+  sample: 2b1dfb9ffe6938cb3134c339059572e38cbd8cc515d54758fdff55cad5a37427
+size:
+  description: The image size in bytes.
+  returned: always
+  type: int
+  sample: 4096
+dest:
+  description: The image path, if O(dest) was given.
+  returned: always
+  type: str
+  sample: /var/lib/composefs/images/app.cfs
+verity:
+  description: Whether the image file has fs-verity (after this run; in check mode, whether it would).
+  returned: when O(dest) is given
+  type: bool
+  sample: false
+inlined:
+  description: How many regular files are stored inline in the image (1 to 64 bytes).
+  returned: always
+  type: int
+  sample: 12
+objects:
+  description: The external files the image references.
+  returned: always
+  type: dict
+  contains:
+    count:
+      description: Distinct objects the image references.
+      type: int
+      sample: 230
+    added:
+      description: Objects this run added to O(digest_store) (would add, in check mode).
+      type: int
+      sample: 3
+    bytes_added:
+      description: Bytes of the objects added.
+      type: int
+      sample: 123456
+    missing:
+      description: Objects the store lacks that no source provides (dumpfile input).
+      type: int
+      sample: 0
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.build import ImageBuildError, build
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            src=dict(type="path"),
+            src_dumpfile=dict(type="path"),
+            dest=dict(type="path"),
+            digest_store=dict(type="path"),
+            use_epoch=dict(type="bool", default=False),
+            skip_xattrs=dict(type="bool", default=False),
+            user_xattrs=dict(type="bool", default=False),
+            skip_devices=dict(type="bool", default=False),
+            min_version=dict(type="int", default=0, choices=[0, 1]),
+            max_version=dict(type="int", default=1, choices=[0, 1]),
+            hardlinks=dict(type="bool", default=False),
+            enable_verity=dict(type="str", default="auto", choices=["auto", "true", "false"]),
+            threads=dict(type="int"),
+        ),
+        required_one_of=[("src", "src_dumpfile")],
+        mutually_exclusive=[("src", "src_dumpfile"), ("skip_xattrs", "user_xattrs")],
+        add_file_common_args=True,
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["threads"] is not None and p["threads"] < 1:
+        module.fail_json(msg="threads must be at least 1")
+    try:
+        result = build(
+            src=p["src"], src_dumpfile=p["src_dumpfile"], dest=p["dest"], digest_store=p["digest_store"],
+            use_epoch=p["use_epoch"], skip_xattrs=p["skip_xattrs"], user_xattrs=p["user_xattrs"],
+            skip_devices=p["skip_devices"], min_version=p["min_version"], max_version=p["max_version"],
+            hardlinks=p["hardlinks"], enable_verity=p["enable_verity"], threads=p["threads"],
+            check_mode=module.check_mode,
+        )
+    except ImageBuildError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    before, after = result.pop("before", None), result.pop("after", None)
+    if p["dest"] and (not module.check_mode or before["digest"] is not None):
+        # Owner, group, mode, SELinux context of dest: the standard file attributes.
+        file_args = module.load_file_common_arguments(p, path=p["dest"])
+        result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    if module._diff and before is not None:
+        result["diff"] = {"before": before, "after": after}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
