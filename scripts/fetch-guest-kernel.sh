@@ -79,59 +79,33 @@ trap cleanup EXIT
 manifest="$cache/guest-kernel.env"
 kernel_stamp_want=$(printf '%s\n' "modules: ${want_modules[*]}" | sha256sum | cut -d' ' -f1)
 
-# --- private apt --------------------------------------------------------------
+# --- private apt (scripts/lib/private-apt.sh) -------------------------------
+# shellcheck source=scripts/lib/private-apt.sh
+. "$top/scripts/lib/private-apt.sh"
 apt_dir="$cache/apt"
-apt_opts=()
-apt_setup() {
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" \
-    "$apt_dir/empty/sources.list.d" "$apt_dir/empty/preferences.d" "$apt_dir/empty/trusted.gpg.d"
-  # Signature checking stays on: the suite's InRelease must verify against the
-  # Debian archive keyring (bookworm's debian-archive-keyring carries the trixie keys).
-  echo "deb [signed-by=$keyring] $mirror $suite main" >"$apt_dir/sources.list"
-  : >"$apt_dir/status"
-  apt_opts=(
-    -o "Dir::Etc::SourceList=$apt_dir/sources.list"
-    -o "Dir::Etc::SourceParts=$apt_dir/empty/sources.list.d"
-    -o "Dir::Etc::Preferences=/dev/null"
-    -o "Dir::Etc::PreferencesParts=$apt_dir/empty/preferences.d"
-    -o "Dir::Etc::Trusted=/dev/null"
-    -o "Dir::Etc::TrustedParts=$apt_dir/empty/trusted.gpg.d"
-    -o "Dir::State::Lists=$apt_dir/lists"
-    -o "Dir::State::Status=$apt_dir/status"
-    -o "Dir::Cache=$apt_dir/cache"
-    -o "Dir::Cache::archives=$apt_dir/cache/archives"
-    -o "Dir::Cache::pkgcache=$apt_dir/cache/pkgcache.bin"
-    -o "Dir::Cache::srcpkgcache=$apt_dir/cache/srcpkgcache.bin"
-    -o "APT::Architectures::=amd64"
-    # the downloads go into the checkout, which the _apt sandbox user may not write
-    -o "APT::Sandbox::User=root"
-  )
-}
+PRIVATE_APT_KEYRING=$keyring
 
 fetch_deb() {
-  apt_setup
+  private_apt_setup "$apt_dir" "$suite" "$mirror"
   say "apt-get update ($suite from $mirror, private state in ${apt_dir#"$top"/})"
-  if ! apt-get "${apt_opts[@]}" -q --error-on=any update >"$tmp/apt-update.log" 2>&1; then
-    cat "$tmp/apt-update.log" >&2
-    die "apt-get update of $suite failed (network, mirror or signature problem; see above)"
-  fi
+  private_apt_update || die "apt-get update of $suite failed (network, mirror or signature problem; see above)"
   local pkg=$pinned_pkg
   if [ -z "$pkg" ]; then
     # linux-image-amd64 depends on the current linux-image-<version>-amd64; the
     # unsigned build of the same version has the suffix -unsigned.
     local dep
-    dep=$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 2>/dev/null |
+    dep=$(apt-cache "${private_apt_opts[@]}" depends linux-image-amd64 2>/dev/null |
       awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
     [ -n "$dep" ] || die "cannot resolve the kernel version: linux-image-amd64 in $suite names no linux-image-<version>"
     pkg="$dep-unsigned"
   fi
-  apt-cache "${apt_opts[@]}" show "$pkg" >/dev/null 2>&1 || die "package $pkg is not in $suite on $mirror"
+  apt-cache "${private_apt_opts[@]}" show "$pkg" >/dev/null 2>&1 || die "package $pkg is not in $suite on $mirror"
   say "downloading $pkg"
   mkdir -p "$cache/debs" "$tmp/dl"
-  if ! (cd "$tmp/dl" && apt-get "${apt_opts[@]}" -q download "$pkg") >"$tmp/apt-download.log" 2>&1; then
+  private_apt_download "$tmp/dl" "$pkg" 2>"$tmp/apt-download.log" || {
     cat "$tmp/apt-download.log" >&2
     die "apt-get download $pkg failed"
-  fi
+  }
   local deb
   deb=$(find "$tmp/dl" -maxdepth 1 -name "${pkg}_*.deb" -print -quit)
   [ -n "$deb" ] || die "apt-get download $pkg left no .deb"

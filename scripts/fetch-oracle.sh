@@ -52,7 +52,9 @@ WRAP
   chmod 0755 "$tmp/bin/$tool"
 done
 version=$(dpkg-deb -f "$tmp"/debs/composefs_*.deb Version)
-rm -rf "$cache/root" "$cache/bin"
+rm -rf "${cache:?}/root" "${cache:?}/bin"
+# the package lists are only needed to download; keep the cache small
+rm -rf "${cache:?}/apt/lists" "${cache:?}/apt/cache"
 mv "$root" "$cache/root"
 mv "$tmp/bin" "$cache/bin"
 printf "/ 0 40755 2 0 0 0 0.0 - - -\n" >"$tmp/probe.dump"
