@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: help setup setup-host setup-venv setup-py39 setup-vm demo test test-unit test-unit-py39 \
+.PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle demo test test-unit test-unit-py39 \
         test-integration test-vm sanity lint molecule bench clean
 
 help:
@@ -28,6 +28,9 @@ setup-py39:
 	scripts/setup-py39.sh
 setup-vm: setup-host
 	scripts/fetch-guest-kernel.sh
+# mkcomposefs 1.0.8, the reference the image tests compare bytes with
+setup-oracle: setup-host
+	scripts/fetch-oracle.sh
 setup: setup-host setup-venv
 
 # ---- the demo ----
@@ -35,7 +38,7 @@ demo: setup
 	$(VENV)/bin/ansible-playbook playbooks/demo.yml
 
 # ---- every tier and gate ----
-test: setup setup-py39 setup-vm
+test: setup setup-py39 setup-vm setup-oracle
 	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration sanity lint molecule test-vm
 	@echo "make test: every tier and gate passed"
 
@@ -61,7 +64,7 @@ lint:
 molecule:
 	molecule test --all
 
-bench: setup
+bench: setup setup-oracle
 	$(PY) bench/run.py
 
 clean:
