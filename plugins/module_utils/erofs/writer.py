@@ -1,0 +1,756 @@
+# -*- coding: utf-8 -*-
+# Copyright: composefs.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Write a composefs tree as an EROFS image, byte for byte as libcomposefs 1.0.x does.
+
+Public API::
+
+    data = build_image(tree, min_version=0, max_version=1)        # bytes
+    digest = write_image(tree, fileobj, min_version=0, max_version=1,
+                         digest=True)                             # raw fs-verity digest
+    digest = image_digest(data)                                   # as mkcomposefs --print-digest
+
+What the writer does to the tree (on its own copy; the tree is not modified),
+in libcomposefs's order:
+
+1. Format version: ``min_version``, raised up to ``max_version`` when a file is
+   a whiteout (character device 0:0), the only reason for version 1.
+2. Depth-first, each directory before its entries: existing ``trusted.overlay.*``
+   xattrs are escaped to ``trusted.overlay.overlay.*``; a non-empty regular file
+   without inline content gets ``trusted.overlay.metacopy`` (holding its
+   fs-verity digest when known) and ``trusted.overlay.redirect`` = ``/PAYLOAD``;
+   a whiteout becomes an empty regular file marked with escaped whiteout xattrs,
+   and its directory gets the ``whiteouts`` xattrs (plus ``opaque=x`` in v1).
+3. The root gets ``trusted.overlay.opaque=y`` and a whiteout for each missing
+   ``00``..``ff`` entry (so the object-store directories below stay hidden).
+4. Inodes are numbered breadth-first, entries in byte (strcmp) order with ``.``
+   and ``..``; directory nlink is 2 + subdirectories; xattrs sorted by name.
+5. Xattrs (name and value) used by more than one inode go to the shared table,
+   sorted in descending order; each inode references at most 128 of them.
+6. Layout: header, superblock at 1024, inodes from 1152 on 32-byte slots. An
+   inode is compact (32 bytes) when its mtime is the image's smallest and its
+   numbers fit 16/32 bits, else extended (64 bytes). Tail data (short
+   directories, inline content, symlink targets, chunk indexes) follows the
+   inode and never crosses a block boundary, padding first if needed. Then the
+   shared xattrs, then the data blocks.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
+    INLINE_CONTENT_MAX,
+    S_IFBLK,
+    S_IFCHR,
+    S_IFDIR,
+    S_IFLNK,
+    S_IFMT,
+    S_IFREG,
+    VALID_TYPES,
+    XATTR_ENTRY_OVERHEAD,
+    XATTR_HEADER_SIZE,
+    XATTR_NAME_MAX,
+    XATTR_SPACE_MAX_EXTERNAL,
+    XATTR_VALUE_MAX,
+    paused_gc,
+)
+from ansible_collections.composefs.fleet.plugins.module_utils.erofs import format as fmt
+from ansible_collections.composefs.fleet.plugins.module_utils.erofs.xxh32 import xxh32
+
+BLK = fmt.EROFS_BLKSIZ
+SLOT = fmt.EROFS_SLOTSIZE
+
+XATTR_OVERLAY_PREFIX = b"trusted.overlay."
+XATTR_OVERLAY_ESCAPE_PREFIX = b"trusted.overlay.overlay."
+XATTR_METACOPY = b"trusted.overlay.metacopy"
+XATTR_REDIRECT = b"trusted.overlay.redirect"
+XATTR_OPAQUE = b"trusted.overlay.opaque"
+XATTR_ESCAPED_WHITEOUT = b"trusted.overlay.overlay.whiteout"
+XATTR_ESCAPED_WHITEOUTS = b"trusted.overlay.overlay.whiteouts"
+XATTR_ESCAPED_OPAQUE = b"trusted.overlay.overlay.opaque"
+XATTR_USERXATTR_WHITEOUT = b"user.overlay.whiteout"
+XATTR_USERXATTR_WHITEOUTS = b"user.overlay.whiteouts"
+XATTR_USERXATTR_OPAQUE = b"user.overlay.opaque"
+FS_VERITY_HASH_ALG_SHA256 = 1
+
+_S_IFMT = S_IFMT
+_MAX_CHUNKED_SIZE = fmt.LCFS_MAX_NONINLINE_CHUNKS << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
+_NULL_CHUNK = b"\xff\xff\xff\xff"
+_ZEROS = bytes(BLK)
+_PACK_COMPACT = fmt.INODE_COMPACT.pack
+_PACK_EXTENDED = fmt.INODE_EXTENDED.pack
+_PACK_XATTR_HEADER = fmt.XATTR_IBODY_HEADER.pack
+_PACK_DIRENT = fmt.DIRENT.pack
+_FLAT_PLAIN = fmt.EROFS_INODE_FLAT_PLAIN << fmt.EROFS_I_DATALAYOUT_BIT
+_FLAT_INLINE = fmt.EROFS_INODE_FLAT_INLINE << fmt.EROFS_I_DATALAYOUT_BIT
+_CHUNK_BASED = fmt.EROFS_INODE_CHUNK_BASED << fmt.EROFS_I_DATALAYOUT_BIT
+_EXTENDED = 1 << fmt.EROFS_I_VERSION_BIT
+
+
+class _Inode:
+    """The writer's copy of one inode (libcomposefs clones the tree the same way)."""
+
+    __slots__ = (
+        "node", "path", "parent", "mode", "nlink", "uid", "gid", "rdev", "size", "mtime_sec",
+        "mtime_nsec", "payload", "content", "digest", "xattrs", "xattr_space", "entries",
+        "index", "nid", "compact", "ipad", "n_blocks", "tailsize", "shared", "unshared",
+        "xattr_size", "name_filter", "blkaddr", "dir_chunks", "ftype", "chunk_format",
+    )
+
+    def __init__(self):
+        self.parent = None
+        self.entries = None
+        self.blkaddr = 0
+        self.dir_chunks = None
+
+
+def _error(ino, problem):
+    node = ino.node
+    return ComposefsError(problem, None if node is None else node.lineno, ino.path)
+
+
+def _set_xattr(ino, key, value):
+    """lcfs_node_set_xattr() with libcomposefs's space accounting (external-input limit)."""
+    if not key or len(key) > XATTR_NAME_MAX:
+        raise _error(ino, "Can't set xattr %r: invalid name" % (key,))
+    if len(value) > XATTR_VALUE_MAX:
+        raise _error(ino, "Can't set xattr %s: value too long" % key.decode("ascii", "replace"))
+    xattrs = ino.xattrs
+    if ino.xattr_space is None:
+        # First change: take a private copy (copy on write) and count its space.
+        xattrs = ino.xattrs = dict(xattrs)
+        space = XATTR_HEADER_SIZE if xattrs else 0
+        for k, v in xattrs.items():
+            space += XATTR_ENTRY_OVERHEAD + len(k) + len(v)
+        ino.xattr_space = space
+    old = xattrs.pop(key, None)
+    if old is not None:
+        ino.xattr_space = ino.xattr_space - (XATTR_ENTRY_OVERHEAD + len(key) + len(old)) if xattrs else 0
+    need = XATTR_ENTRY_OVERHEAD + len(key) + len(value)
+    if not xattrs:
+        need += XATTR_HEADER_SIZE
+    if ino.xattr_space + need > XATTR_SPACE_MAX_EXTERNAL:
+        raise _error(ino, "Can't set xattr %s: the file's xattrs would take %d bytes, over the limit of %d"
+                     % (key.decode("ascii", "replace"), ino.xattr_space + need, XATTR_SPACE_MAX_EXTERNAL))
+    xattrs[key] = value
+    ino.xattr_space += need
+
+
+def _copy(node, path, parent):
+    ino = _Inode()
+    ino.node = node
+    ino.path = path
+    ino.parent = parent
+    ino.mode = node.mode
+    ino.nlink = node.nlink
+    ino.uid = node.uid
+    ino.gid = node.gid
+    ino.rdev = node.rdev & 0xFFFFFFFF
+    ino.size = node.size
+    ino.mtime_sec = node.mtime_sec
+    ino.mtime_nsec = node.mtime_nsec
+    ino.payload = node.payload
+    if (node.mode & _S_IFMT) == S_IFLNK:
+        ino.size = len(node.payload or b"")
+    ino.content = node.content
+    ino.digest = node.digest
+    ino.xattrs = node.xattrs  # shared with the tree until _set_xattr copies it
+    ino.xattr_space = None
+    return ino
+
+
+def _resolve_versions(min_version, max_version):
+    if min_version is None:
+        min_version = fmt.LCFS_DEFAULT_VERSION_MIN
+    if max_version is None:
+        max_version = fmt.LCFS_DEFAULT_VERSION_MAX
+    if min_version < 0 or max_version < 0 or min_version > fmt.LCFS_VERSION_MAX or max_version > fmt.LCFS_VERSION_MAX:
+        raise ComposefsError("Unsupported format version: min %d, max %d (this writer knows 0 to %d)"
+                             % (min_version, max_version, fmt.LCFS_VERSION_MAX))
+    if max_version < min_version:
+        max_version = min_version
+    return min_version, max_version
+
+
+def _prepare(tree, min_version, max_version):
+    """Steps 1-4: the rewritten copy of the tree, in breadth-first inode order."""
+    root_node = tree.root
+    version, max_version = _resolve_versions(min_version, max_version)
+
+    # Copy every inode; each directory gets its entries, "." and ".." included,
+    # in byte order. Hardlink entries still hold tree nodes until resolved below.
+    root = _copy(root_node, b"/", None)
+    copies = {id(root_node): root}
+    has_whiteout = False
+    with_links = []
+    todo = [root]
+    for ino in todo:  # grows while iterating
+        t = ino.mode & _S_IFMT
+        if t == S_IFCHR and ino.rdev == 0:
+            has_whiteout = True
+        children = ino.node.children
+        if t != S_IFDIR:
+            if children:
+                raise _error(ino, "Only directories can have children")
+            continue
+        path = ino.path
+        prefix = path if path == b"/" else path + b"/"
+        entries = [(b".", ino, False), (b"..", ino if ino.parent is None else ino.parent, False)]
+        links = False
+        if children:
+            for name, child in children.items():
+                if child.link_to is not None:
+                    entries.append((name, child, False))
+                    links = True
+                else:
+                    cino = _copy(child, prefix + name, ino)
+                    copies[id(child)] = cino
+                    entries.append((name, cino, True))
+                    todo.append(cino)
+            entries.sort(key=_entry_name)
+        ino.entries = entries
+        if links:
+            with_links.append(ino)
+
+    if version < 1 and max_version >= 1 and has_whiteout:
+        version = 1
+
+    # Hardlinks point at the final target's inode.
+    for ino in with_links:
+        entries = ino.entries
+        for i, (name, target, _real) in enumerate(entries):
+            if type(target) is not _Inode:
+                final = target.resolve()
+                tino = copies.get(id(final))
+                if tino is None:
+                    raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
+                if (tino.mode & _S_IFMT) == S_IFDIR:
+                    raise ComposefsError("Hardlink to a directory", target.lineno, ino.path + b"/" + name)
+                entries[i] = (name, tino, False)
+
+    # Depth-first, each directory before its entries (libcomposefs's rewrite
+    # pass): validate, then overlay xattrs.
+    stack = [root]
+    while stack:
+        ino = stack.pop()
+        _check(ino)
+        _add_overlay_xattrs(ino, version)
+        entries = ino.entries
+        if entries is not None:
+            for entry in reversed(entries):
+                if entry[2]:
+                    stack.append(entry[1])
+
+    _set_xattr(root, XATTR_OPAQUE, b"y")
+    _add_root_whiteouts(root)
+    root.entries.sort(key=_entry_name)
+
+    # Breadth-first numbering; directory nlink is 2 + subdirectories.
+    order = [root]
+    index = 0
+    for ino in order:  # grows while iterating
+        ino.index = index
+        index += 1
+        entries = ino.entries
+        if entries is not None:
+            n_link = 2
+            for _name, child, is_real in entries:
+                if is_real:
+                    order.append(child)
+                    if (child.mode & _S_IFMT) == S_IFDIR:
+                        n_link += 1
+            ino.nlink = n_link
+    return order, version
+
+
+def _entry_name(entry):
+    return entry[0]
+
+
+def _check(ino):
+    """lcfs_node_validate() for a non-hardlink inode."""
+    t = ino.mode & _S_IFMT
+    if t not in VALID_TYPES:
+        raise _error(ino, "Invalid mode %o" % ino.mode)
+    if t == S_IFREG and ino.size > 0 and ino.content is None and ino.size > _MAX_CHUNKED_SIZE:
+        raise _error(ino, "File too big: %d bytes, over the %d a non-inline file can have"
+                     % (ino.size, _MAX_CHUNKED_SIZE))
+    if t == S_IFLNK and not ino.payload:
+        raise _error(ino, "Invalid symlink: no target")
+    if ino.content is not None and t == S_IFREG:
+        if len(ino.content) != ino.size:
+            raise _error(ino, "Inline content of %d bytes does not match the size %d" % (len(ino.content), ino.size))
+        if len(ino.content) > INLINE_CONTENT_MAX:
+            raise _error(ino, "Inline content size %d exceeds maximum %d" % (len(ino.content), INLINE_CONTENT_MAX))
+
+
+def _add_overlay_xattrs(ino, version):
+    """add_overlayfs_xattrs(): escape, metacopy/redirect, whiteout escaping."""
+    xattrs = ino.xattrs
+    if xattrs:
+        if any(k.startswith(XATTR_OVERLAY_PREFIX) for k in xattrs):
+            # Renaming keeps libcomposefs's space count (it does not recount renames).
+            plen = len(XATTR_OVERLAY_PREFIX)
+            space = XATTR_HEADER_SIZE
+            for k, v in xattrs.items():
+                space += XATTR_ENTRY_OVERHEAD + len(k) + len(v)
+            ino.xattrs = dict(
+                (XATTR_OVERLAY_ESCAPE_PREFIX + k[plen:] if k.startswith(XATTR_OVERLAY_PREFIX) else k, v)
+                for k, v in xattrs.items()
+            )
+            ino.xattr_space = space
+    t = ino.mode & _S_IFMT
+    if t == S_IFREG and ino.size > 0 and ino.content is None:
+        if ino.digest is not None:
+            value = bytes((0, 4 + len(ino.digest), 0, FS_VERITY_HASH_ALG_SHA256)) + ino.digest
+        else:
+            value = b""
+        _set_xattr(ino, XATTR_METACOPY, value)
+        if ino.payload:
+            _set_xattr(ino, XATTR_REDIRECT, b"/" + ino.payload)
+    if t == S_IFCHR and ino.rdev == 0:
+        parent = ino.parent
+        ino.size = 0
+        ino.mode = S_IFREG | (ino.mode & ~_S_IFMT & 0xFFFFFFFF)
+        _set_xattr(ino, XATTR_ESCAPED_WHITEOUT, b"")
+        _set_xattr(ino, XATTR_USERXATTR_WHITEOUT, b"")
+        _set_xattr(parent, XATTR_ESCAPED_WHITEOUTS, b"")
+        _set_xattr(parent, XATTR_USERXATTR_WHITEOUTS, b"")
+        if version >= 1:
+            _set_xattr(parent, XATTR_ESCAPED_OPAQUE, b"x")
+            _set_xattr(parent, XATTR_USERXATTR_OPAQUE, b"x")
+
+
+def _add_root_whiteouts(root):
+    """Whiteouts 00..ff in the root that hide the object store's directories."""
+    present = set(entry[0] for entry in root.entries)
+    selinux = root.xattrs.get(b"security.selinux")
+    for i in range(256):
+        name = b"%02x" % i
+        if name in present:
+            continue
+        ino = _Inode()
+        ino.node = None
+        ino.path = b"/" + name
+        ino.parent = root
+        ino.mode = S_IFCHR | 0o644
+        ino.nlink = 1
+        ino.uid = root.uid
+        ino.gid = root.gid
+        ino.rdev = 0
+        ino.size = 0
+        ino.mtime_sec = root.mtime_sec
+        ino.mtime_nsec = root.mtime_nsec
+        ino.payload = ino.content = ino.digest = None
+        ino.xattrs = {}
+        ino.xattr_space = 0
+        if selinux is not None:
+            _set_xattr(ino, b"security.selinux", selinux)
+        root.entries.append((name, ino, True))
+
+
+# --- xattr encoding ---------------------------------------------------------------
+
+_PREFIX_CACHE = {}
+
+
+def _key_info(key):
+    """(name index, suffix, filter bit) of an xattr name, cached."""
+    info = _PREFIX_CACHE.get(key)
+    if info is None:
+        index = 0
+        suffix = key
+        for prefix, pindex in fmt.WRITER_XATTR_PREFIXES:
+            if key.startswith(prefix):
+                index = pindex
+                suffix = key[len(prefix):]
+                break
+        bit = xxh32(suffix, fmt.EROFS_XATTR_FILTER_SEED + index) & (fmt.EROFS_XATTR_FILTER_BITS - 1)
+        info = (index, suffix, 1 << bit)
+        if len(_PREFIX_CACHE) < 65536:
+            _PREFIX_CACHE[key] = info
+    return info
+
+
+def _xattr_entry(key, value):
+    """One erofs_xattr_entry with its name suffix and value, padded to 4 bytes."""
+    index, suffix, _bit = _key_info(key)
+    raw = fmt.XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
+    pad = -len(raw) & 3
+    return raw + _ZEROS[:pad] if pad else raw
+
+
+# --- layout -----------------------------------------------------------------------
+
+
+def _compute_shared_xattrs(order):
+    counts = {}
+    for ino in order:
+        xattrs = ino.xattrs
+        if not xattrs:
+            ino.shared = ()
+            continue
+        items = sorted(xattrs.items())
+        ino.shared = items  # temporarily: the sorted xattrs
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+    shared = [item for item, count in counts.items() if count > 1]
+    shared.sort(key=lambda kv: (kv[0], len(kv[1]), kv[1]), reverse=True)
+    offsets = {}
+    table = []
+    offset = 0
+    for item in shared:
+        entry = _xattr_entry(item[0], item[1])
+        offsets[item] = offset
+        table.append(entry)
+        offset += len(entry)
+    limit = fmt.EROFS_XATTR_LONG_PREFIX
+    empty = []
+    for ino in order:
+        items = ino.shared
+        if not items:
+            ino.shared = ino.unshared = empty
+            ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT
+            ino.xattr_size = 0
+            continue
+        ino_shared = []
+        unshared = []
+        name_filter = 0
+        for item in items:
+            off = offsets.get(item)
+            if off is not None and len(ino_shared) < limit:
+                ino_shared.append(off)
+            else:
+                unshared.append(_xattr_entry(item[0], item[1]))
+            name_filter |= _key_info(item[0])[2]
+        ino.shared = ino_shared
+        ino.unshared = unshared
+        ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
+        if ino_shared or unshared:
+            size = XATTR_HEADER_SIZE + 4 * len(ino_shared)
+            for entry in unshared:
+                size += len(entry)
+            ino.xattr_size = (size + 3) & ~3
+        else:
+            ino.xattr_size = 0
+    return b"".join(table)
+
+
+def _dir_chunks(ino):
+    """Split directory entries into blocks: [(first, count, bytes used)]."""
+    chunks = []
+    first = 0
+    used = 0
+    for i, entry in enumerate(ino.entries):
+        name = entry[0]
+        size = 12 + len(name)
+        if used + size > BLK:
+            chunks.append((first, i - first, used))
+            first = i
+            used = 0
+        used += size
+    chunks.append((first, len(ino.entries) - first, used))
+    return chunks
+
+
+_FILE_TYPES = dict((t, fmt.file_type_of_mode(t)) for t in VALID_TYPES)
+
+
+def _compute_layout(order):
+    min_sec = order[0].mtime_sec
+    min_nsec = order[0].mtime_nsec
+    for ino in order:
+        if ino.mtime_sec < min_sec or (ino.mtime_sec == min_sec and ino.mtime_nsec < min_nsec):
+            min_sec = ino.mtime_sec
+            min_nsec = ino.mtime_nsec
+
+    pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
+    n_data_blocks = 0
+    file_types = _FILE_TYPES
+    for ino in order:
+        t = ino.mode & _S_IFMT
+        ino.ftype = file_types.get(t, 0)
+        # compute_erofs_inode_size()
+        if t == S_IFDIR:
+            chunks = _dir_chunks(ino)
+            ino.dir_chunks = chunks
+            n_blocks = len(chunks) - 1
+            tail = chunks[-1][2]
+            if tail > BLK // 2:  # never inline more than half a block
+                n_blocks += 1
+                tail = 0
+            size = n_blocks * BLK + tail
+        elif t == S_IFLNK:
+            n_blocks = 0
+            tail = len(ino.payload)
+            size = ino.size
+        elif t == S_IFREG and ino.size > 0:
+            size = ino.size
+            if ino.content is not None:
+                n_blocks, tail = divmod(size, BLK)
+                if tail > BLK // 2:
+                    n_blocks += 1
+                    tail = 0
+            else:
+                n_blocks = 0
+                chunkbits, chunks = fmt.chunking(size)
+                ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                tail = 4 * chunks
+        else:
+            n_blocks = 0
+            tail = 0
+            size = ino.size
+        compact = (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec and ino.nlink <= 0xFFFF
+                   and ino.uid <= 0xFFFF and ino.gid <= 0xFFFF and size <= 0xFFFFFFFF)
+        ino.compact = compact
+        inode_size = 32 if compact else 64
+        xattr_size = ino.xattr_size
+
+        aligned = (pos + SLOT - 1) & ~(SLOT - 1)
+        ipad = aligned - pos
+        pos = aligned
+
+        # compute_erofs_inode_padding_for_tail()
+        extra = 0
+        if t == S_IFLNK:
+            total = inode_size + xattr_size + tail
+            if total // BLK > 0:
+                n_blocks += 1
+                tail = 0
+            if pos // BLK != (pos + total - 1) // BLK:
+                extra = -pos % BLK
+        else:
+            non_tail = inode_size + xattr_size
+            remainder = BLK - (pos + non_tail) % BLK
+            if remainder < tail:
+                pad = (remainder + SLOT - 1) & ~(SLOT - 1)
+                remainder = BLK - (pos + non_tail + pad) % BLK
+                if tail <= remainder:
+                    extra = pad
+                else:
+                    n_blocks += 1
+                    tail = 0
+                    extra = -pos % BLK
+        ipad += extra
+        pos += extra
+        ino.ipad = ipad
+        ino.n_blocks = n_blocks
+        ino.tailsize = tail
+        n_data_blocks += n_blocks
+        ino.nid = pos // SLOT
+        pos += inode_size + xattr_size + tail
+    inodes_end = (pos + SLOT - 1) & ~(SLOT - 1)
+    return inodes_end, n_data_blocks, min_sec, min_nsec
+
+
+# --- writing ------------------------------------------------------------------------
+
+
+def _dirent_block(entries, first, count):
+    nameoff = count * 12
+    heads = []
+    names = []
+    pack = _PACK_DIRENT
+    for name, target, _real in entries[first:first + count]:
+        heads.append(pack(target.nid, nameoff, target.ftype, 0))
+        nameoff += len(name)
+        names.append(name)
+    return b"".join(heads) + b"".join(names)
+
+
+def _inode_bytes(ino, inodes_end_in_block):
+    t = ino.mode & _S_IFMT
+    tail = ino.tailsize
+    i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
+    i_u = 0
+    if t == S_IFDIR:
+        size = ino.n_blocks * BLK + tail
+        i_u = ino.blkaddr
+    elif t == S_IFREG:
+        size = ino.size
+        i_u = ino.blkaddr
+        if size > 0 and ino.content is None:
+            i_format = _CHUNK_BASED
+            # struct erofs_inode_chunk_info overlays the low half of raw_blkaddr.
+            i_u = (i_u & 0xFFFF0000) | ino.chunk_format
+    elif t == S_IFLNK:
+        size = tail if ino.n_blocks == 0 else ino.size
+        i_u = ino.blkaddr
+    elif t == S_IFCHR or t == S_IFBLK:
+        size = 0
+        i_u = ino.rdev
+    else:
+        size = 0
+
+    xattr_size = ino.xattr_size
+    icount = 0 if xattr_size == 0 else (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
+    if icount > 0xFFFF:
+        raise _error(ino, "Too many xattrs")
+    if ino.compact:
+        head = _PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, ino.nlink, size, 0, i_u,
+                             ino.index, ino.uid, ino.gid, 0)
+    else:
+        head = _PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.index,
+                              ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, ino.nlink)
+    if not xattr_size and not tail:
+        return _ZEROS[:ino.ipad] + head if ino.ipad else head
+    parts = [_ZEROS[:ino.ipad], head] if ino.ipad else [head]
+    if xattr_size:
+        parts.append(_PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)))
+        if ino.shared:
+            parts.append(b"".join([(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared]))
+        parts.extend(ino.unshared)
+    if tail:
+        if t == S_IFDIR:
+            first, count, _used = ino.dir_chunks[-1]
+            parts.append(_dirent_block(ino.entries, first, count))
+        elif t == S_IFLNK:
+            parts.append(ino.payload)
+        elif ino.content is not None:
+            parts.append(ino.content[ino.size - tail:])
+        else:
+            parts.append(_NULL_CHUNK * (tail // 4))
+    return b"".join(parts)
+
+
+def _data_blocks(ino):
+    """Directory blocks and file blocks of one inode (whole blocks)."""
+    t = ino.mode & _S_IFMT
+    out = []
+    if t == S_IFDIR:
+        # Every chunk but the last fills a block; the last one too unless inlined.
+        for first, count, _used in ino.dir_chunks[:ino.n_blocks]:
+            block = _dirent_block(ino.entries, first, count)
+            out.append(block + _ZEROS[len(block):])
+    elif t == S_IFREG:
+        if ino.content is None:
+            # A chunk index that did not fit inline: one block of null chunk pointers.
+            out.append(_NULL_CHUNK * (BLK // 4))
+        else:
+            content = ino.content
+            for i in range(ino.n_blocks):
+                block = content[i * BLK:(i + 1) * BLK]
+                out.append(block + _ZEROS[len(block):])
+    elif t == S_IFLNK:
+        block = ino.payload[:BLK]
+        out.append(block + _ZEROS[len(block):])
+    return out
+
+
+def _plan(tree, min_version, max_version):
+    """Everything but the bytes: the inodes in order, their layout and the shared xattrs."""
+    with paused_gc():
+        order, version = _prepare(tree, min_version, max_version)
+        shared_table = _compute_shared_xattrs(order)
+        inodes_end, n_data_blocks, min_sec, min_nsec = _compute_layout(order)
+    return order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec
+
+
+def _generate(tree, min_version, max_version):
+    """Yield the image as a sequence of bytes chunks (after checking the whole tree)."""
+    order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec = _plan(tree, min_version, max_version)
+    return _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec)
+
+
+def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec):
+    data_start = (inodes_end + len(shared_table) + BLK - 1) & ~(BLK - 1)
+    current = data_start // BLK
+    for ino in order:
+        if ino.n_blocks:
+            ino.blkaddr = current
+            current += ino.n_blocks
+    root = order[0]
+    has_acl = False
+    for ino in order:
+        xattrs = ino.xattrs
+        if xattrs and (b"system.posix_acl_access" in xattrs or b"system.posix_acl_default" in xattrs):
+            has_acl = True
+            break
+    if root.nid >= 0xFFFF:
+        raise ComposefsError("Root inode too far into the image")
+
+    header = fmt.COMPOSEFS_HEADER.pack(fmt.LCFS_EROFS_MAGIC, fmt.LCFS_EROFS_VERSION,
+                                       fmt.LCFS_EROFS_FLAGS_HAS_ACL if has_acl else 0, version)
+    superblock = fmt.SUPER_BLOCK.pack(
+        fmt.EROFS_SUPER_MAGIC_V1, 0, fmt.EROFS_FEATURE_COMPAT_MTIME | fmt.EROFS_FEATURE_COMPAT_XATTR_FILTER,
+        fmt.EROFS_BLKSIZ_BITS, 0, root.nid, len(order), min_sec & 0xFFFFFFFFFFFFFFFF, min_nsec,
+        data_start // BLK + n_data_blocks, (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size) // BLK,
+        inodes_end // BLK, b"", b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    yield header + bytes(fmt.EROFS_SUPER_OFFSET - len(header)) + superblock
+
+    in_block = inodes_end % BLK
+    pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
+    batch = []
+    batch_size = 0
+    for ino in order:
+        data = _inode_bytes(ino, in_block)
+        batch.append(data)
+        batch_size += len(data)
+        if batch_size >= 1 << 20:
+            yield b"".join(batch)
+            pos += batch_size
+            batch = []
+            batch_size = 0
+    pos += batch_size
+    batch.append(_ZEROS[:inodes_end - pos])
+    batch.append(shared_table)
+    pos = inodes_end + len(shared_table)
+    batch.append(bytes(data_start - pos))
+    yield b"".join(batch)
+
+    batch = []
+    batch_size = 0
+    written = 0
+    for ino in order:
+        if ino.n_blocks:
+            blocks = _data_blocks(ino)
+            if len(blocks) != ino.n_blocks:
+                raise AssertionError("data block count mismatch for %r" % (ino.path,))
+            batch.extend(blocks)
+            batch_size += len(blocks) * BLK
+            written += len(blocks)
+            if batch_size >= 1 << 20:
+                yield b"".join(batch)
+                batch = []
+                batch_size = 0
+    if batch:
+        yield b"".join(batch)
+    if written != n_data_blocks:
+        raise AssertionError("data blocks written %d, expected %d" % (written, n_data_blocks))
+
+
+def build_image(tree, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX):
+    """The composefs EROFS image of ``tree`` as bytes (``mkcomposefs --from-file``).
+
+    ``min_version``/``max_version`` are mkcomposefs's ``--min-version`` and
+    ``--max-version``; a max below the min is raised to it. Raises
+    ComposefsError for trees libcomposefs rejects.
+    """
+    return b"".join(_generate(tree, min_version, max_version))
+
+
+def write_image(tree, out, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX,
+                digest=False):
+    """Stream the image of ``tree`` to binary file object ``out``.
+
+    Returns the image's raw fs-verity SHA-256 digest when ``digest`` is true
+    (what ``mkcomposefs --print-digest`` prints, in hex), else None. Nothing is
+    written when the tree is rejected: the layout is computed before output.
+    """
+    hasher = None
+    if digest:
+        from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import FsverityHasher
+        hasher = FsverityHasher()
+    for chunk in _generate(tree, min_version, max_version):
+        out.write(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    return None if hasher is None else hasher.digest()
+
+
+def image_digest(data):
+    """fs-verity SHA-256 digest (raw bytes) of image bytes, as mkcomposefs --print-digest computes it."""
+    from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import data_digest
+    return data_digest(data)
