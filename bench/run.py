@@ -11,8 +11,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fsverity_digest  # noqa: E402
+import image_build  # noqa: E402
 
-BENCHES = [("fs-verity digest", fsverity_digest.main)]
+BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main)]
 
 
 def main():

@@ -91,9 +91,14 @@ def _copy_into(src_fd, dst_fd, size):
 class ObjectStore:
     """One store directory. ``enable_verity`` is 'auto' (where the filesystem can), True (required) or False."""
 
-    def __init__(self, root, enable_verity="auto"):
+    def __init__(self, root, enable_verity="auto", sync_dirs=True):
         self.root = os.path.abspath(root)
         self.enable_verity = enable_verity
+        # With 'auto', the first "this filesystem cannot" answer holds for the whole store.
+        self._verity_unsupported = False
+        # sync_dirs=False leaves fsyncing the fan-out directories to sync_pending_dirs(), once per batch.
+        self.sync_dirs = sync_dirs
+        self.pending_dirs = set()
 
     def path_of(self, digest_hex):
         return os.path.join(self.root, object_relpath(digest_hex))
@@ -129,13 +134,14 @@ class ObjectStore:
 
     def _enable_verity(self, path):
         """Give the closed temp file fs-verity per ``enable_verity``; returns whether it has it."""
-        if self.enable_verity is False or self.enable_verity == "false":
+        if self.enable_verity is False or self.enable_verity == "false" or self._verity_unsupported:
             return False
         try:
             ioctl.enable_path(path)
             return True
         except ioctl.VerityError as exc:
             if exc.unsupported and self.enable_verity == "auto":
+                self._verity_unsupported = True
                 return False
             raise ObjectStoreError("object store %s: %s" % (self.root, exc))
         except OSError as exc:
@@ -199,13 +205,22 @@ class ObjectStore:
                 if tmp:
                     os.unlink(tmp)
             tmp = None
-            _fsync_dir(subdir)
+            if self.sync_dirs:
+                _fsync_dir(subdir)
+            else:
+                self.pending_dirs.add(subdir)
         except OSError as exc:
             raise ObjectStoreError("cannot publish object %s: %s" % (final, exc.strerror or exc))
         finally:
             if tmp:
                 _unlink_quietly(tmp)
         return True, size
+
+    def sync_pending_dirs(self):
+        """fsync the fan-out directories objects were linked into since the last call."""
+        for subdir in sorted(self.pending_dirs):
+            _fsync_dir(subdir)
+        self.pending_dirs.clear()
 
     def iter_objects(self):
         """Yield the digest of every object file in the store (temp files and strays are skipped)."""
