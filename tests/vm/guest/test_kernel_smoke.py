@@ -13,16 +13,13 @@ import subprocess
 
 import pytest
 
+from blockdev import drop_caches, physical_offset
+
 BLOCK = 4096
 FS_IOC_ENABLE_VERITY = 0x40806685  # _IOW('f', 133, struct fsverity_enable_arg)
 FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
-FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap)
 FS_VERITY_FL = 0x00100000
 FS_VERITY_HASH_ALG_SHA256 = 1
-FIEMAP_FLAG_SYNC = 0x1
-FIEMAP_EXTENT_SIZE = 56
-# extent flags that make fe_physical unusable as a byte offset of plain data
-FIEMAP_EXTENT_UNUSABLE = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400  # UNKNOWN DELALLOC ENCODED ENCRYPTED NOT_ALIGNED DATA_INLINE DATA_TAIL
 DISKS = {"ext4-verity": "ext4", "ext4-plain": "ext4", "btrfs": "btrfs", "xfs": "xfs", "tmpfs": "tmpfs"}
 
 
@@ -59,31 +56,6 @@ def _inode_flags(path):
         return struct.unpack_from("<i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))[0]
     finally:
         os.close(fd)
-
-
-def _physical_offset(path, logical):
-    """Byte offset on the block device of the file's byte ``logical`` (FIEMAP)."""
-    count = 32
-    buf = bytearray(struct.pack("<QQIIII", 0, 0xFFFFFFFFFFFFFFFF, FIEMAP_FLAG_SYNC, 0, count, 0) + bytes(count * FIEMAP_EXTENT_SIZE))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.ioctl(fd, FS_IOC_FIEMAP, buf, True)
-    finally:
-        os.close(fd)
-    mapped = struct.unpack_from("<I", buf, 20)[0]
-    for i in range(mapped):
-        fe_logical, fe_physical, fe_length = struct.unpack_from("<QQQ", buf, 32 + i * FIEMAP_EXTENT_SIZE)
-        fe_flags = struct.unpack_from("<I", buf, 32 + i * FIEMAP_EXTENT_SIZE + 40)[0]
-        if fe_logical <= logical < fe_logical + fe_length:
-            assert not fe_flags & FIEMAP_EXTENT_UNUSABLE, "extent of %s has flags %#x" % (path, fe_flags)
-            return fe_physical + logical - fe_logical
-    raise AssertionError("FIEMAP maps no extent at byte %d of %s (%d extents)" % (logical, path, mapped))
-
-
-def _drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:
-        f.write("3\n")
 
 
 def _verity_file(directory, tmpfs_dir, blocks=16):
@@ -134,7 +106,7 @@ def test_guest_environment(vm_disk, vm_mount):
 
 def test_ext4_verity(ext4_verity_dir, tmpfs_dir, vm_disk):
     path, data = _verity_file(ext4_verity_dir, tmpfs_dir)
-    offset = _physical_offset(path, 0)
+    offset = physical_offset(path, 0)
     dev = vm_disk("ext4-verity")
     fd = os.open(dev, os.O_RDWR)
     try:
@@ -143,7 +115,7 @@ def test_ext4_verity(ext4_verity_dir, tmpfs_dir, vm_disk):
         corrupted = bytes([original[0] ^ 0xFF]) + original[1:]
         assert os.pwrite(fd, corrupted, offset) == BLOCK
         os.fsync(fd)
-        _drop_caches()
+        drop_caches()
         rfd = os.open(path, os.O_RDONLY)
         try:
             with pytest.raises(OSError) as exc:
@@ -159,7 +131,7 @@ def test_ext4_verity(ext4_verity_dir, tmpfs_dir, vm_disk):
             os.fsync(fd)
         finally:
             os.close(fd)
-    _drop_caches()
+    drop_caches()
     with open(path, "rb") as f:
         assert f.read() == data
 
