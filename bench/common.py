@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(TOP, ".cache", "collections"))
 def best_of(fn, repeat=3):
     """Wall time of the fastest of ``repeat`` runs of ``fn()`` (seconds), and its last result."""
     best, result = None, None
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         start = time.perf_counter()
         result = fn()
         took = time.perf_counter() - start

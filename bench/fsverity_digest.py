@@ -29,7 +29,7 @@ def bench_big_file(results, size=1 << 30):
     with tempfile.TemporaryDirectory(prefix="cfsf-bench-") as d:
         path = os.path.join(d, "big")
         with open(path, "wb") as f:
-            for _ in range(size >> 24):
+            for _chunk in range(size >> 24):
                 f.write(os.urandom(1 << 24))
         run([tool, "digest", path])  # warm the page cache
         theirs, out = best_of(lambda: run([tool, "digest", "--compact", path]))
@@ -55,7 +55,7 @@ def bench_tree(results, root="/usr/share"):
         return sum(1 for _p, d in digest_files(files, workers=nproc) if not isinstance(d, Exception))
 
     theirs_run()  # warm the page cache
-    theirs, _ = best_of(theirs_run)
+    theirs = best_of(theirs_run)[0]
     ours, n = best_of(ours_run)
     assert n == len(files)
     name = "%s: %d files, %d MB, %d cores" % (root, len(files), total // 1000000, nproc)

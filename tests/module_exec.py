@@ -22,7 +22,7 @@ def exec_module(name, args, check=False, diff=False):
     try:
         env = dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections"))
         proc = subprocess.run([sys.executable, module, f.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, env=env, cwd=TOP)
+                              universal_newlines=True, env=env, cwd=TOP, check=False)
     finally:
         os.unlink(f.name)
     try:

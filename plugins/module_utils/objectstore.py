@@ -282,4 +282,3 @@ def copy_tree_object_sources(pairs, store):
             added += 1
             nbytes += size
     return added, nbytes
-

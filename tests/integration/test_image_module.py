@@ -1,7 +1,6 @@
 """The image module through ansible: byte-equality with the oracle, the store, idempotence, failures."""
-import gzip
+import hashlib
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -84,7 +83,6 @@ def test_dumpfile_sources(name, tmp_path):
         args.update(min_version=int(vmin), max_version=int(vmax))
     res = run_module("composefs.fleet.image", args)
     assert not res["failed"], res
-    import hashlib
     assert hashlib.sha256((tmp_path / "img").read_bytes()).hexdigest() == want
 
 

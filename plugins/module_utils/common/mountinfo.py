@@ -56,12 +56,32 @@ def _is_under(path, mountpoint):
     return mountpoint == "/" or path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
 
 
+def mount_of(real, dev, mounts):
+    """The MountInfo holding the resolved path ``real`` whose st_dev is ``dev`` (None if unknown), or None.
+
+    Pure: the caller resolves the path and stats it (here, or on a host through raw commands).
+    The deepest mount point above the path wins, and a later mount on the same
+    point shadows an earlier one. Among equals, the entry whose device matches
+    ``dev`` is preferred.
+    """
+    best = None
+    for entry in mounts:
+        if not _is_under(real, entry.mountpoint):
+            continue
+        if best is None or len(entry.mountpoint) >= len(best.mountpoint):
+            best = entry
+    if best is not None and dev is not None and os.makedev(best.major, best.minor) != dev:
+        # An overmount or bind: prefer a same-point entry whose device matches.
+        for entry in mounts:
+            if entry.mountpoint == best.mountpoint and os.makedev(entry.major, entry.minor) == dev:
+                best = entry
+    return best
+
+
 def filesystem_of(path, mounts=None):
     """The MountInfo of the filesystem holding ``path`` (or its nearest existing parent), or None.
 
-    The deepest mount point above the path wins, and a later mount on the same
-    point shadows an earlier one. Among equals, the entry whose device matches
-    the path's st_dev is preferred.
+    See :func:`mount_of` for how the mount is chosen.
     """
     if mounts is None:
         try:
@@ -76,15 +96,4 @@ def filesystem_of(path, mounts=None):
         dev = os.stat(probe).st_dev
     except OSError:
         dev = None
-    best = None
-    for entry in mounts:
-        if not _is_under(real, entry.mountpoint):
-            continue
-        if best is None or len(entry.mountpoint) >= len(best.mountpoint):
-            best = entry
-    if best is not None and dev is not None and os.makedev(best.major, best.minor) != dev:
-        # An overmount or bind: prefer a same-point entry whose device matches.
-        for entry in mounts:
-            if entry.mountpoint == best.mountpoint and os.makedev(entry.major, entry.minor) == dev:
-                best = entry
-    return best
+    return mount_of(real, dev, mounts)

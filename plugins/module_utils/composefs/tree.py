@@ -359,7 +359,7 @@ class Tree:
         """Add ``node`` at absolute ``path``; the parent directory must exist."""
         if isinstance(path, str):
             path = os.fsencode(path)
-        parent_path, _, name = path.rstrip(b"/").rpartition(b"/")
+        parent_path, _sep, name = path.rstrip(b"/").rpartition(b"/")
         parent = self.lookup(parent_path or b"/")
         if parent is None:
             raise ComposefsError("Parent directory missing for %s" % _show(path))

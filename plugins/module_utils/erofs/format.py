@@ -55,7 +55,8 @@ EROFS_FEATURE_COMPAT_XATTR_FILTER = 0x00000004
 # devt_slotoff, dirblkbits, xattr_prefix_count, xattr_prefix_start, packed_nid,
 # xattr_filter_reserved, reserved2[23]
 SUPER_BLOCK = struct.Struct("<IIIBBHQQIIII16s16sIHHHBBIQB23x")
-assert SUPER_BLOCK.size == 128
+if SUPER_BLOCK.size != 128:  # the struct layouts must match the kernel\'s
+    raise AssertionError("SUPER_BLOCK is %d bytes, not 128" % SUPER_BLOCK.size)
 
 # --- inodes -------------------------------------------------------------------
 EROFS_INODE_FLAT_PLAIN = 0
@@ -74,22 +75,26 @@ EROFS_NULL_ADDR = 0xFFFFFFFF
 # struct erofs_inode_compact (32 bytes): i_format, i_xattr_icount, i_mode,
 # i_nlink, i_size, i_reserved, i_u, i_ino, i_uid, i_gid, i_reserved2
 INODE_COMPACT = struct.Struct("<HHHHIIIIHHI")
-assert INODE_COMPACT.size == 32
+if INODE_COMPACT.size != 32:  # the struct layouts must match the kernel\'s
+    raise AssertionError("INODE_COMPACT is %d bytes, not 32" % INODE_COMPACT.size)
 # struct erofs_inode_extended (64 bytes): i_format, i_xattr_icount, i_mode,
 # i_reserved, i_size, i_u, i_ino, i_uid, i_gid, i_mtime, i_mtime_nsec, i_nlink,
 # i_reserved2[16]
 INODE_EXTENDED = struct.Struct("<HHHHQIIIIQII16x")
-assert INODE_EXTENDED.size == 64
+if INODE_EXTENDED.size != 64:  # the struct layouts must match the kernel\'s
+    raise AssertionError("INODE_EXTENDED is %d bytes, not 64" % INODE_EXTENDED.size)
 
 # --- xattrs -------------------------------------------------------------------
 # struct erofs_xattr_ibody_header (12 bytes): h_name_filter, h_shared_count,
 # h_reserved2[7]; followed by h_shared_count little-endian u32 shared xattr ids.
 XATTR_IBODY_HEADER = struct.Struct("<IB7x")
-assert XATTR_IBODY_HEADER.size == 12
+if XATTR_IBODY_HEADER.size != 12:  # the struct layouts must match the kernel\'s
+    raise AssertionError("XATTR_IBODY_HEADER is %d bytes, not 12" % XATTR_IBODY_HEADER.size)
 # struct erofs_xattr_entry (4 bytes): e_name_len, e_name_index, e_value_size;
 # followed by the name suffix and the value, padded to 4 bytes.
 XATTR_ENTRY = struct.Struct("<BBH")
-assert XATTR_ENTRY.size == 4
+if XATTR_ENTRY.size != 4:  # the struct layouts must match the kernel\'s
+    raise AssertionError("XATTR_ENTRY is %d bytes, not 4" % XATTR_ENTRY.size)
 
 EROFS_XATTR_INDEX_USER = 1
 EROFS_XATTR_INDEX_POSIX_ACL_ACCESS = 2
@@ -125,7 +130,8 @@ XATTR_PREFIX_BY_INDEX = {
 # --- directories --------------------------------------------------------------
 # struct erofs_dirent (12 bytes): nid, nameoff, file_type, reserved
 DIRENT = struct.Struct("<QHBB")
-assert DIRENT.size == 12
+if DIRENT.size != 12:  # the struct layouts must match the kernel\'s
+    raise AssertionError("DIRENT is %d bytes, not 12" % DIRENT.size)
 EROFS_FT_UNKNOWN = 0
 EROFS_FT_REG_FILE = 1
 EROFS_FT_DIR = 2

@@ -486,6 +486,8 @@ class _Reader:
                     node.mode = S_IFCHR | (node.mode & ~S_IFMT)
                     node.rdev = 0
                     node.size = 0
+                    if node.content is not None:
+                        node.content = b""  # libcomposefs keeps the content but its size is now 0
                     continue
                 if name in _DROPPED_XATTRS:
                     continue

@@ -106,6 +106,14 @@ class _Inode:
         self.dir_chunks = None
 
 
+def _growing(items):
+    """Iterate over a list that the loop body appends to (a breadth-first queue)."""
+    i = 0
+    while i < len(items):
+        yield items[i]
+        i += 1
+
+
 def _error(ino, problem):
     node = ino.node
     return ComposefsError(problem, None if node is None else node.lineno, ino.path)
@@ -186,7 +194,7 @@ def _prepare(tree, min_version, max_version):
     has_whiteout = False
     with_links = []
     todo = [root]
-    for ino in todo:  # grows while iterating
+    for ino in _growing(todo):
         t = ino.mode & _S_IFMT
         if t == S_IFCHR and ino.rdev == 0:
             has_whiteout = True
@@ -221,7 +229,7 @@ def _prepare(tree, min_version, max_version):
     for ino in with_links:
         entries = ino.entries
         for i, (name, target, _real) in enumerate(entries):
-            if type(target) is not _Inode:
+            if not isinstance(target, _Inode):
                 final = target.resolve()
                 tino = copies.get(id(final))
                 if tino is None:
@@ -250,7 +258,7 @@ def _prepare(tree, min_version, max_version):
     # Breadth-first numbering; directory nlink is 2 + subdirectories.
     order = [root]
     index = 0
-    for ino in order:  # grows while iterating
+    for ino in _growing(order):
         ino.index = index
         index += 1
         entries = ino.entries

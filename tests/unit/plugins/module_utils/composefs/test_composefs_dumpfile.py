@@ -159,8 +159,8 @@ def test_escape_rules():
 
 def test_escape_unescape_round_trip_random_bytes():
     rng = random.Random(1234)
-    for _ in range(300):
-        data = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+    for _round in range(300):
+        data = bytes(rng.randrange(256) for _byte in range(rng.randrange(40)))
         for equal in (False, True):
             escaped = dumpfile.escape(data, equal=equal, lone_dash=True)
             assert b" " not in escaped and b"\n" not in escaped
@@ -360,8 +360,11 @@ MAN_PAGE_EXAMPLE = (
     b"/ 4096 40755 4 1000 1000 0 1695372970.944925700 - - - security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
     b"/a\\x20dir\\x20w\\x20space 27 40755 2 1000 1000 0 1694598852.869646118 - - - security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
     b"/a-dir 45 40755 2 1000 1000 0 1674041780.601887980 - - - security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
-    b"/a-dir/a-file 259 100644 1 1000 1000 0 1695368732.385062094 35/d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 - 35d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
-    b"/a-hardlink 259 @100644 1 1000 1000 0 1695368732.385062094 /a-dir/a-file - 35d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
+    b"/a-dir/a-file 259 100644 1 1000 1000 0 1695368732.385062094 "
+    b"35/d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 - 35d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 "
+    b"security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
+    b"/a-hardlink 259 @100644 1 1000 1000 0 1695368732.385062094 /a-dir/a-file - "
+    b"35d02f81325122d77ec1d11baba655bc9bf8a891ab26119a41c50fa03ddfb408 security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
     b"/inline.txt 10 100644 1 1000 1000 0 1697019909.446146440 - some-text\\n - security.selinux=unconfined_u:object_r:unlabeled_t:s0\\x00\n"
 )
 

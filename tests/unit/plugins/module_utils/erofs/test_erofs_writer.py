@@ -172,8 +172,7 @@ def _rich_tree():
     many = tree.add("/many", Node(0o40755))
     for i in range(400):
         data = b"%d" % i
-        many.add_child(b"entry-%04d-%s" % (i, b"x" * (i % 50)), Node(0o100644, content=data, size=len(data),
-                                                                         mtime_sec=i))
+        many.add_child(b"entry-%04d-%s" % (i, b"x" * (i % 50)), Node(0o100644, content=data, size=len(data), mtime_sec=i))
     for size in (1, 64, 2048, 2049, 4095, 4096, 4097, 5000):
         data = bytes((i * 7 + size) & 0xFF for i in range(size))
         tree.add("/inline-%d" % size, Node(0o100600, content=data, size=size, uid=70000))
