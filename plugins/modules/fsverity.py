@@ -22,6 +22,8 @@ description:
     every O(expected_digest) matches) before any file is enabled. If the kernel refuses a file midway,
     the files enabled before it keep fs-verity, the module fails, and the message names them.
   - Needs only the Python standard library on the managed node.
+extends_documentation_fragment:
+  - composefs.fleet.attributes
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
@@ -85,13 +87,6 @@ notes:
   - Only ext4 (with the C(verity) feature, see C(tune2fs -O verity)), btrfs and f2fs implement fs-verity.
     On btrfs, the first file enabled sets a compat_ro flag on the filesystem, which older kernels refuse to mount read-write.
   - Opening a file for writing while fs-verity is enabled on it fails with C(ETXTBSY); the module says so.
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    support: full
 seealso:
   - name: fs-verity in the kernel documentation
     description: How the digest is defined and what the kernel enforces.

@@ -98,18 +98,12 @@ options:
       - How many worker processes hash and copy files. Defaults to the number of CPUs.
     type: int
 extends_documentation_fragment:
+  - composefs.fleet.attributes
   - ansible.builtin.files
 notes:
   - Idempotent. When O(dest) already holds the same bytes and the store holds every object, C(changed=false).
   - Supports check mode (the digest is computed; nothing is written) and diff mode (the image digest before and after).
   - The same module runs on the controller with C(delegate_to=localhost).
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    support: full
 seealso:
   - module: composefs.fleet.fsverity
 """

@@ -28,6 +28,8 @@ description:
   - Mounts this module did not make are never unmounted, replaced or mounted over.
   - Needs root, Linux 6.5 or later (overlayfs data-only lower layers), and only the Python standard library on the
     managed node. C(mount.composefs) is used when installed (O(helper)).
+extends_documentation_fragment:
+  - composefs.fleet.attributes
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
@@ -125,13 +127,6 @@ notes:
     loop device). Replacing a mount in place needs C(MOVE_MOUNT_BENEATH), 6.5. A missing feature is named, with the
     kernel that has it.
   - Rootless mounts are not supported.
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    support: full
 seealso:
   - module: composefs.fleet.image
   - module: composefs.fleet.fsverity
