@@ -25,6 +25,7 @@ import fcntl
 import os
 import re
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import fsync_dir
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
 
@@ -206,7 +207,7 @@ class ObjectStore:
                     os.unlink(tmp)
             tmp = None
             if self.sync_dirs:
-                _fsync_dir(subdir)
+                fsync_dir(subdir)
             else:
                 self.pending_dirs.add(subdir)
         except OSError as exc:
@@ -219,7 +220,7 @@ class ObjectStore:
     def sync_pending_dirs(self):
         """fsync the fan-out directories objects were linked into since the last call."""
         for subdir in sorted(self.pending_dirs):
-            _fsync_dir(subdir)
+            fsync_dir(subdir)
         self.pending_dirs.clear()
 
     def iter_objects(self):
@@ -263,22 +264,3 @@ def _unlink_quietly(path):
         os.unlink(path)
     except OSError:
         pass
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def copy_tree_object_sources(pairs, store):
-    """Add ``(src_path, digest_hex)`` pairs to ``store``; returns (added_count, bytes_added)."""
-    added = nbytes = 0
-    for src, digest_hex in pairs:
-        did, size = store.add_file(src, digest_hex)
-        if did:
-            added += 1
-            nbytes += size
-    return added, nbytes

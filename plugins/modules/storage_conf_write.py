@@ -95,11 +95,11 @@ created:
 
 import hashlib
 import os
-import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
+
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write
 
 
 def _sha256_of(path):
@@ -110,50 +110,17 @@ def _sha256_of(path):
     return h.hexdigest()
 
 
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomic(module, path, data, new_mode):
-    """Write ``data`` to ``path`` via fsynced temp file + rename, keeping an existing file's attributes."""
-    directory = os.path.dirname(path) or "."
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if st is not None:
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                os.chown(tmp, st.st_uid, st.st_gid)
-            context = module.selinux_context(path) if module.selinux_enabled() else None
-        else:
-            os.chmod(tmp, new_mode)
-            context = module.selinux_default_context(path) if module.selinux_enabled() else None
+    """Write ``data`` to ``path`` atomically, keeping an existing file's mode, owner and SELinux context."""
+    context = None
+    if module.selinux_enabled():
+        context = module.selinux_context(path) if os.path.exists(path) else module.selinux_default_context(path)
+
+    def label(tmp):
         if context:
             module.set_context_if_different(tmp, context, False)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+
+    atomic_write(path, data, new_mode, before_rename=label)
 
 
 def main():

@@ -13,8 +13,8 @@ __metaclass__ = type
 import gzip
 import os
 import stat
-import tempfile
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import Tree
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import writer
@@ -168,37 +168,17 @@ def enable_image_verity(path, enable_verity):
 
 
 def write_dest(dest, data, enable_verity, mode=0o644):
-    """Write ``data`` to ``dest`` atomically: temp file beside it, fsync, fs-verity, rename, fsync the directory."""
+    """Write ``data`` to ``dest`` atomically, with fs-verity enabled on the temp file before the rename."""
     directory = os.path.dirname(os.path.abspath(dest)) or "."
     if not os.path.isdir(directory):
         raise ImageBuildError("the directory of dest %s does not exist" % dest)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(dest), suffix=".tmp", dir=directory)
+    verity = []
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        verity = enable_image_verity(tmp, enable_verity)
-        os.rename(tmp, dest)
-        tmp = None
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return verity
+        # The standard file attributes are applied afterwards by the module.
+        atomic_write(dest, data, mode, keep_attributes=False, before_rename=lambda tmp: verity.append(enable_image_verity(tmp, enable_verity)))
     except OSError as exc:
         raise ImageBuildError("cannot write dest %s: %s" % (dest, exc.strerror or exc))
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    return verity[0]
 
 
 def normalize_enable_verity(value):

@@ -36,7 +36,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.composefs.fleet.plugins.module_utils.mount.atomic import atomic_write
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 
 FSTAB = "/etc/fstab"

@@ -25,7 +25,7 @@ import os
 import re
 import time
 
-from ansible_collections.composefs.fleet.plugins.module_utils.mount.atomic import atomic_write, remove_durably
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write, remove_durably
 
 RUN_DIR = "/run/composefs-fleet"
 MOUNTS_DIR = RUN_DIR + "/mounts"

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from ansible_collections.composefs.fleet.plugins.module_utils.mount import persist
-from ansible_collections.composefs.fleet.plugins.module_utils.mount.atomic import atomic_write
+from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 
 D = "2b1dfb9ffe6938cb3134c339059572e38cbd8cc515d54758fdff55cad5a37427"

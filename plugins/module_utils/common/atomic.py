@@ -11,18 +11,32 @@ import os
 import stat
 
 
-def atomic_write(path, data, mode=0o644):
+def fsync_dir(path):
+    """fsync a directory, making the names created or removed in it durable."""
+    dfd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write(path, data, mode=0o644, keep_attributes=True, before_rename=None):
     """Replace ``path`` with ``data`` (bytes) so that readers see the old or the new file, never a part.
 
-    An existing file's permission bits and owner are kept; a new one gets ``mode``.
+    With ``keep_attributes`` an existing file's permission bits and owner are
+    kept; a new file (or any file without it) gets ``mode``. ``before_rename``,
+    if given, is called with the closed, fsynced temporary file's path just
+    before it replaces ``path`` (to set an SELinux context, or enable fs-verity).
     """
     directory = os.path.dirname(path) or "."
-    try:
-        st = os.stat(path)
-        mode = stat.S_IMODE(st.st_mode)
-        owner = (st.st_uid, st.st_gid)
-    except FileNotFoundError:
-        owner = None
+    owner = None
+    if keep_attributes:
+        try:
+            st = os.stat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            owner = (st.st_uid, st.st_gid)
+        except FileNotFoundError:
+            pass
     tmp = os.path.join(directory, ".%s.tmp-%d-%s" % (os.path.basename(path), os.getpid(), os.urandom(4).hex()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
@@ -36,6 +50,8 @@ def atomic_write(path, data, mode=0o644):
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename(tmp)
         os.rename(tmp, path)
         tmp = None
     finally:
@@ -44,11 +60,7 @@ def atomic_write(path, data, mode=0o644):
                 os.unlink(tmp)
             except OSError:
                 pass
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(directory)
 
 
 def remove_durably(path):
@@ -57,9 +69,5 @@ def remove_durably(path):
         os.unlink(path)
     except FileNotFoundError:
         return False
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(os.path.dirname(path))
     return True
