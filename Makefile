@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle demo test test-unit test-unit-py39 \
-        test-integration test-vm sanity lint molecule bench clean
+        test-integration test-fleet test-vm sanity lint molecule bench clean
 
 help:
 	@echo "make demo   set up, then run playbooks/demo.yml on localhost"
@@ -39,7 +39,7 @@ demo: setup
 
 # ---- every tier and gate ----
 test: setup setup-py39 setup-vm setup-oracle
-	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration sanity lint molecule test-vm
+	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration test-fleet sanity lint molecule test-vm
 	@echo "make test: every tier and gate passed"
 
 test-unit:
@@ -54,6 +54,10 @@ test-integration:
 
 test-vm:
 	$(PYTEST) tests/vm
+
+# The SSH fleet of namespace hosts (and the fs-verity QEMU host), torn down after.
+test-fleet:
+	$(PYTEST) tests/fleet
 
 sanity:
 	scripts/sanity.sh

@@ -1,0 +1,209 @@
+"""The SSH test fleet of tests/fleet/harness.py: build it, reach it with Ansible, check that
+the hosts' mounts are isolated, tear it down and find nothing left (docs/fleet-tests.md).
+
+A missing prerequisite (root, iproute2, openssh-server, mkfs tools, the guest kernel for the
+VM host...) FAILS the test, naming it; nothing here skips.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name, filename):
+    # by path, under the names harness.py and vmhost.py look each other up by
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, filename))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+harness = _load("composefs_fleet_harness", "harness.py")
+VENV_BIN = os.path.join(harness.TOP, ".venv", "bin")
+ANSIBLE = os.path.join(VENV_BIN, "ansible")
+PYTHON_HOSTS = ["ns01", "ns02"]
+NOPY = "nopy01"
+
+
+def require(vm=False):
+    problems = harness.missing_prerequisites(vm=vm)
+    if not os.path.exists(ANSIBLE):
+        problems.append("%s is missing: run scripts/setup-venv.sh" % ANSIBLE)
+    if problems:
+        pytest.fail("the test fleet cannot be built:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def ansible(fleet, pattern, *args):
+    """Ad-hoc ansible on the fleet's inventory; returns (exit code, {host: result}) from ``--tree``."""
+    tree = os.path.join(fleet.state_dir, "ansible-tree")
+    if os.path.isdir(tree):
+        for name in os.listdir(tree):
+            os.unlink(os.path.join(tree, name))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(harness.TOP, "ansible.cfg"), PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run([ANSIBLE, "-i", fleet.inventory_path, pattern, "--tree", tree] + list(args), cwd=harness.TOP, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    results = {}
+    for name in sorted(os.listdir(tree)) if os.path.isdir(tree) else []:
+        with open(os.path.join(tree, name), encoding="utf-8") as f:
+            results[name] = json.load(f)
+    if not results:
+        pytest.fail("ansible reported no host (exit %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr), pytrace=False)
+    return proc.returncode, results
+
+
+def independent_leftovers(fleet):
+    """What of ``fleet`` is still on the machine, found with the system's tools (not the harness's)."""
+    prefix, state = fleet.prefix, fleet.state_dir
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    found += ["netns " + line for line in netns.splitlines() if line.startswith(prefix)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    found += ["link " + line.split(":")[1].strip() for line in links.splitlines() if ": %s" % prefix in line]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    found += ["loop " + line for line in loops.splitlines() if state in line or prefix in line]
+    with open("/proc/mounts", encoding="utf-8") as f:
+        found += ["mount " + line.strip() for line in f if prefix in line or state in line]
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    for line in ps.splitlines():
+        pid, stat, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (line, "", "")
+        if stat.startswith("Z") or int(pid) == os.getpid():
+            continue
+        ours = state in args or "%s/%s" % (harness.SSHD_DIR, prefix) in args or "-name %svm" % prefix in args
+        if ours and re.search(r"\b(sshd|ssh|qemu-system-x86_64)\b", args):
+            found.append("process " + line.strip())
+    return found
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    require()
+    fleet = harness.up(str(tmp_path_factory.mktemp("fleet")), hosts=len(PYTHON_HOSTS), no_python=1)
+    try:
+        yield fleet
+    finally:
+        fleet.down()  # idempotent: test_teardown_leaves_nothing has usually done it
+
+
+def test_inventory_describes_every_host(fleet):
+    with open(fleet.inventory_path, encoding="utf-8") as f:
+        text = f.read()
+    for host in fleet.hosts:
+        assert "%s:\n" % host["name"] in text
+        assert 'ansible_host: "%s"' % host["address"] in text
+    for kind in harness.KINDS:
+        assert '"%s": "%s"' % (kind.path, kind.verdict(harness.kernel_has_verity())) in text
+    assert "ansible_ssh_private_key_file" in text and "StrictHostKeyChecking=no" in text and "UserKnownHostsFile=/dev/null" in text
+
+
+def test_ping_across_the_fleet(fleet):
+    rc, results = ansible(fleet, "fleet", "-m", "ansible.builtin.ping", "--forks", "5")
+    assert sorted(results) == sorted(PYTHON_HOSTS + [NOPY])
+    for name in PYTHON_HOSTS:
+        assert results[name].get("ping") == "pong", results[name]
+    # the host without Python answers SSH but cannot run a module: the failure names the interpreter
+    nopy = results[NOPY]
+    assert nopy.get("rc") == 127 and "ping" not in nopy, nopy
+    assert "not found" in nopy.get("module_stderr", "") and "interpreter" in nopy.get("msg", ""), nopy
+    assert rc == 2  # ansible's "some hosts failed"
+    # ...while raw works there
+    rc, results = ansible(fleet, NOPY, "-m", "ansible.builtin.raw", "-a", "command -v python3 python || echo no-python-here")
+    assert rc == 0 and "no-python-here" in results[NOPY]["stdout"], results
+
+
+def test_no_python_host_has_no_python(fleet):
+    probe = "for p in python3 python python3.11 /usr/bin/python3 /usr/local/bin/python3; do command -v $p; done; echo done"
+    assert fleet.ssh(NOPY, probe).stdout.split() == ["done"]
+    assert "/usr/bin/python3" in fleet.ssh("ns01", probe).stdout
+
+
+def test_each_host_has_its_own_filesystems(fleet):
+    devices = {}
+    for name in PYTHON_HOSTS + [NOPY]:
+        out = fleet.ssh(name, "findmnt -rn -o TARGET,SOURCE,FSTYPE").stdout
+        mounts = dict((line.split()[0], line.split()[1:]) for line in out.splitlines() if line.startswith(harness.DATA_ROOT + "/"))
+        for kind in harness.KINDS:
+            source, fstype = mounts[kind.mountpoint]
+            assert fstype == kind.fstype, (name, kind, mounts)
+            if kind.size_mib:
+                assert source == fleet.host(name)["loops"][kind.name]["device"]
+                devices.setdefault(kind.name, set()).add(source)
+        assert fleet.ssh(name, "test -d %s && echo yes" % harness.KINDS[0].path).stdout.strip() == "yes"
+    # one loop device per host and kind
+    assert all(len(devs) == 3 for devs in devices.values()), devices
+
+
+def test_mounts_are_isolated_between_hosts(fleet):
+    fleet.ssh("ns01", "mkdir -p /srv/probe && mount -t tmpfs cfsf-probe-ns01 /srv/probe && touch /srv/probe/seen "
+                      "/srv/composefs-fleet/tmpfs/data/only-on-ns01")
+    assert "cfsf-probe-ns01" in fleet.ssh("ns01", "cat /proc/self/mounts").stdout
+    for other in ("ns02", NOPY):
+        out = fleet.ssh(other, "cat /proc/self/mounts; ls -a /srv /srv/composefs-fleet/tmpfs/data").stdout
+        assert "cfsf-probe-ns01" not in out and "probe" not in out and "only-on-ns01" not in out, out
+    with open("/proc/mounts", encoding="utf-8") as f:
+        root_mounts = f.read()
+    # the machine itself sees none of the hosts' mounts: only the nsfs files of `ip netns`
+    assert "cfsf-probe" not in root_mounts and "/srv/composefs-fleet" not in root_mounts
+    assert [line for line in root_mounts.splitlines() if fleet.prefix in line and not line.startswith("nsfs /run/netns/")] == []
+    # and a host's home is its own (no ~/.bashrc of the machine, no shared ~/.ansible)
+    assert fleet.ssh("ns02", "ls -A /root").stdout.strip() in ("", ".ansible")
+
+
+def test_teardown_leaves_nothing(fleet):
+    assert independent_leftovers(fleet) != []  # the check sees a fleet that is up
+    fleet.down()
+    assert independent_leftovers(fleet) == []
+    assert fleet.leftovers() == []
+    assert not os.path.exists(fleet.inventory_path)
+    fleet.down()  # idempotent
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "harness.py"), "down", "--state-dir", fleet.state_dir],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_down_cleans_up_after_a_crashed_up(tmp_path, monkeypatch):
+    """`up` dies hard after the hosts started (no teardown of its own): a later `down` from another process cleans up."""
+    require()
+    crashed = harness.Fleet(str(tmp_path / "fleet"))
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(crashed, "_wait_ready", crash)
+    monkeypatch.setattr(crashed, "down", lambda: None)  # as after SIGKILL: nothing unwinds
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.up(hosts=2)
+    try:
+        assert len(independent_leftovers(crashed)) >= 5  # netns, veths, bridge, loops, sshd...
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "harness.py"), "down", "--state-dir", crashed.state_dir],
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert independent_leftovers(crashed) == []
+    finally:
+        harness.Fleet(crashed.state_dir).down()
+
+
+def test_vm_host_has_fs_verity(tmp_path):
+    """The QEMU guest of tests/vm as a fleet host: SSH through a loopback hostfwd, a kernel with fs-verity."""
+    require(vm=True)
+    fleet = harness.up(str(tmp_path / "fleet"), hosts=0, vm=True)
+    try:
+        vm = fleet.host("vm01")
+        assert vm["address"] == "127.0.0.1" and vm["kernel_verity"] is True
+        rc, results = ansible(fleet, "fleet", "-m", "ansible.builtin.ping")
+        assert rc == 0 and results["vm01"].get("ping") == "pong", results
+        out = fleet.ssh("vm01", "ls /sys/fs/ext4/features/verity /sys/fs/btrfs/features/verity; findmnt -rn -o TARGET,FSTYPE").stdout
+        assert "/sys/fs/ext4/features/verity" in out and "/sys/fs/btrfs/features/verity" in out
+        for kind in harness.KINDS:
+            assert "%s %s" % (kind.mountpoint, kind.fstype) in out, out
+    finally:
+        fleet.down()
+    assert independent_leftovers(fleet) == []
