@@ -1,0 +1,697 @@
+# -*- coding: utf-8 -*-
+# Copyright: composefs.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side logic of the verity_check role: raw facts, the policy and the fleet report.
+
+Runs on the controller only (the filter plugins in plugins/filter/verity_report.py
+expose it). Pure apart from what it is given: the per-host results that the role
+registered, and the policy. It does no I/O.
+
+* :func:`raw_script` / :func:`parse_raw`: a POSIX sh script for hosts without Python
+  (run with ``ansible.builtin.raw``), and its output turned into the same
+  ``composefs`` facts the verity_facts module returns, with the same decisions
+  (the module_utils functions are pure and shared).
+* :func:`host_record`: one host's outcome from its registered results.
+* :func:`evaluate`: the policy applied to one host.
+* :func:`fleet_report` and ``render_*``: the report as a dict, JSON, Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+from collections.abc import Mapping
+
+try:
+    import jmespath
+except ImportError:  # the report needs it; say so when it is used
+    jmespath = None
+
+from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import mount_of, parse_mountinfo
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import FACTS_VERSION
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.kernel import (
+    CONFIG_KEYS,
+    MODULES,
+    SYSFS_FILESYSTEMS,
+    kernel_facts,
+    parse_config,
+    parse_proc_filesystems,
+)
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.paths import (
+    SUPPORTED,
+    UNKNOWN,
+    UNSUPPORTED,
+    block_facts,
+    path_entry,
+)
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.tools import EXTRA_DIRS, TOOLS, parse_version
+
+REPORT_VERSION = 1
+RAW_NOTE = "no python: raw facts only"
+
+PASS = "pass"
+FAIL = "fail"
+VERDICT_UNKNOWN = "unknown"
+UNREACHABLE = "unreachable"
+ERROR = "error"
+# Worst first: the order of the groups in the Markdown and HTML reports.
+HOST_VERDICTS = (FAIL, ERROR, UNREACHABLE, VERDICT_UNKNOWN, PASS)
+COLOURS = {
+    PASS: "#1a7f37",
+    FAIL: "#cf222e",
+    VERDICT_UNKNOWN: "#9a6700",
+    UNREACHABLE: "#57606a",
+    ERROR: "#8250df",
+}
+PATH_COLOURS = {SUPPORTED: COLOURS[PASS], UNSUPPORTED: COLOURS[FAIL], UNKNOWN: COLOURS[VERDICT_UNKNOWN]}
+
+# Kernel features a policy can require, as jmespath queries into the ``composefs`` facts.
+KERNEL_FEATURES = {
+    "fs_verity": "kernel.fs_verity",
+    "overlay": "kernel.overlay.available",
+    "overlay_data_only_lowers": "kernel.overlay.data_only_lowers",
+    "overlay_verity": "kernel.overlay.verity",
+    "overlay_lowerdir_plus": "kernel.overlay.lowerdir_plus",
+    "erofs": "kernel.erofs.available",
+    "erofs_file_backed": "kernel.erofs.file_backed",
+    "loop": "kernel.loop.available",
+}
+FEATURE_WORDS = {
+    "fs_verity": "fs-verity (CONFIG_FS_VERITY)",
+    "overlay": "overlayfs",
+    "overlay_data_only_lowers": "overlayfs data-only lower layers (6.5)",
+    "overlay_verity": "overlayfs verity= option (6.6)",
+    "overlay_lowerdir_plus": "overlayfs lowerdir+/datadir+ (6.7)",
+    "erofs": "EROFS",
+    "erofs_file_backed": "file-backed EROFS mounts (6.12)",
+    "loop": "loop devices",
+}
+DEFAULT_POLICY = dict(
+    required_paths=[],
+    required_kernel_features=["fs_verity", "overlay_data_only_lowers", "overlay_verity", "erofs"],
+)
+
+
+class VerityReportError(Exception):
+    """Bad input to the report (an unknown kernel feature in the policy...)."""
+
+
+def plain(value):
+    """Plain dicts, lists, strings and scalars (Ansible's variables hold lazily templated, tagged containers)."""
+    if isinstance(value, Mapping):
+        return dict((str(k), plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _search(expression, data):
+    if jmespath is None:
+        raise VerityReportError("the verity report needs the jmespath Python library on the controller (pip install jmespath)")
+    return jmespath.search(expression, data)
+
+
+# ---- raw facts for hosts without Python ----
+
+_RAW_TEMPLATE = r"""LC_ALL=C; export LC_ALL
+PATH="$PATH:@EXTRA@"
+r=$(uname -r)
+echo "@@release"; echo "$r"
+for f in /proc/config.gz "/boot/config-$r" "/usr/lib/modules/$r/config" "/lib/modules/$r/config"; do
+  echo "@@config_tried $f"
+  if [ -r "$f" ]; then
+    echo "@@config $f"
+    case "$f" in
+      *.gz) (zcat "$f" 2>/dev/null || gzip -dc "$f" 2>/dev/null) ;;
+      *) cat "$f" ;;
+    esac | grep -E '^(# )?(@KEYS@)[= ]'
+    break
+  fi
+done
+for fs in @SYSFS@; do
+  if [ -d "/sys/fs/$fs/features" ]; then echo "@@sysfs $fs"; ls -1 "/sys/fs/$fs/features"; fi
+done
+echo "@@filesystems"; cat /proc/filesystems 2>/dev/null
+echo "@@modules_loaded"
+for m in @MODULES@; do [ -d "/sys/module/$m" ] && echo "$m"; done
+for d in "/usr/lib/modules/$r" "/lib/modules/$r"; do
+  if [ -d "$d" ]; then
+    echo "@@modules_dir $d"
+    for m in @MODULE_FILES@; do
+      grep -qx "$m" "$d/modules.builtin" 2>/dev/null && echo "builtin $m"
+      for k in "$d/$m"*; do [ -e "$k" ] && echo "file $m"; done
+    done
+  fi
+done
+if [ -d /sys/module/overlay/parameters ]; then
+  echo "@@overlay_parameters"
+  for p in /sys/module/overlay/parameters/*; do [ -r "$p" ] && echo "${p##*/}=$(cat "$p" 2>/dev/null)"; done
+fi
+echo "@@loop"
+n=0; for b in /sys/block/loop*; do [ -e "$b" ] && n=$((n + 1)); done; echo "devices $n"
+[ -e /dev/loop-control ] && echo control
+[ -e /run/ostree-booted ] && echo "@@ostree_booted"
+echo "@@mountinfo"; cat /proc/self/mountinfo
+seen=" "
+while read -r line; do
+  rest=${line#* - }
+  set -f; set -- $rest; fstype=$1; src=$2; set -- $line; set +f
+  mm=$3
+  case "$seen" in *" $mm "*) continue ;; esac
+  seen="$seen$mm "
+  dev=
+  if [ -b "$src" ]; then dev=$src; elif [ -b "/dev/block/$mm" ]; then dev="/dev/block/$mm"; fi
+  [ -n "$dev" ] || continue
+  dev=$(readlink -f "$dev" 2>/dev/null || echo "$dev")
+  echo "@@device $mm $dev"
+  case "$fstype" in
+    ext4)
+      echo "@@ext4 $mm"
+      dd if="$dev" bs=1024 skip=1 count=1 2>/dev/null | od -An -v -tx1 | tr -d ' \n'; echo ;;
+    f2fs)
+      echo "@@f2fs $mm"
+      cat "/sys/fs/f2fs/${dev##*/}/features" 2>/dev/null ;;
+  esac
+done </proc/self/mountinfo
+path_facts() {
+  if [ -e "$1" ]; then readlink -f -- "$1"; stat -L -c '%d' -- "$1"; else echo "@missing"; fi
+}
+@PATHS@
+for t in @TOOLS@; do
+  p=$(command -v "$t" 2>/dev/null) || continue
+  echo "@@tool $t $p"
+  if command -v timeout >/dev/null 2>&1; then timeout 10 "$p" --version 2>&1 | head -n 5; else "$p" --version 2>&1 | head -n 5; fi
+done
+echo "@@end"
+"""
+
+
+def raw_script(paths):
+    """A POSIX sh script printing what :func:`parse_raw` needs; only coreutils-level commands, all optional."""
+    if not paths:
+        raise VerityReportError("raw_script needs at least one path")
+    text = _RAW_TEMPLATE
+    for key, value in (
+        ("@EXTRA@", ":".join(EXTRA_DIRS)),
+        ("@KEYS@", "|".join(CONFIG_KEYS)),
+        ("@SYSFS@", " ".join(SYSFS_FILESYSTEMS)),
+        ("@MODULES@", " ".join(sorted(MODULES))),
+        ("@MODULE_FILES@", " ".join(MODULES[m] for m in sorted(MODULES))),
+        # each path's marker carries it hex-encoded, so the output names its paths whatever they contain
+        ("@PATHS@", "\n".join('echo "@@path %d %s"; path_facts %s' % (i, p.encode("utf-8", "surrogateescape").hex(), shlex.quote(p))
+                              for i, p in enumerate(paths))),
+        ("@TOOLS@", " ".join(TOOLS)),
+    ):
+        text = text.replace(key, value)
+    return text
+
+
+def _sections(stdout):
+    """``[(name, args, [lines])]`` from the ``@@name args`` markers of the raw output."""
+    sections = []
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("@@"):
+            name, dummy, args = line[2:].partition(" ")
+            current = (name, args, [])
+            sections.append(current)
+        elif current is not None:
+            current[2].append(line)
+    return sections
+
+
+def _hex_bytes(text):
+    text = re.sub(r"[^0-9a-fA-F]", "", text)
+    try:
+        return bytes.fromhex(text[:len(text) - len(text) % 2])
+    except ValueError:
+        return b""
+
+
+def parse_raw(stdout, paths=None):
+    """The ``composefs`` facts (as the verity_facts module returns them) from :func:`raw_script` output.
+
+    ``paths`` defaults to the paths named in the output. ``source`` is ``raw`` and
+    ``note`` says so; no probe is possible.
+    """
+    sources = dict(config=None, config_path=None, config_tried=[], sysfs=dict((fs, None) for fs in SYSFS_FILESYSTEMS),
+                   filesystems=None, modules_loaded=[], modules_builtin=[], module_files=[], modules_dir=False,
+                   overlay_parameters=None, loop_devices=None, loop_control=False)
+    mountinfo = ""
+    devices = {}
+    ext4 = {}
+    f2fs = {}
+    path_lines = {}
+    named = {}
+    tools = {}
+    ostree_booted = False
+    complete = False
+    by_file = dict((rel, name) for name, rel in MODULES.items())
+    for name, args, lines in _sections(stdout):
+        if name == "release":
+            sources["release"] = lines[0].strip() if lines else ""
+        elif name == "config_tried":
+            sources["config_tried"].append(args)
+        elif name == "config":
+            sources["config_path"] = args
+            sources["config"] = parse_config("\n".join(lines), CONFIG_KEYS)
+        elif name == "sysfs":
+            sources["sysfs"][args] = sorted(line.strip() for line in lines if line.strip())
+        elif name == "filesystems":
+            sources["filesystems"] = parse_proc_filesystems("\n".join(lines)) if lines else None
+        elif name == "modules_loaded":
+            sources["modules_loaded"] = sorted(line.strip() for line in lines if line.strip())
+        elif name == "modules_dir":
+            sources["modules_dir"] = True
+            for line in lines:
+                kind, dummy, rel = line.partition(" ")
+                target = "modules_builtin" if kind == "builtin" else "module_files"
+                if rel in by_file and by_file[rel] not in sources[target]:
+                    sources[target].append(by_file[rel])
+        elif name == "overlay_parameters":
+            sources["overlay_parameters"] = dict(line.split("=", 1) for line in lines if "=" in line)
+        elif name == "loop":
+            for line in lines:
+                if line.startswith("devices "):
+                    sources["loop_devices"] = int(line.split()[1])
+                elif line.strip() == "control":
+                    sources["loop_control"] = True
+        elif name == "ostree_booted":
+            ostree_booted = True
+        elif name == "mountinfo":
+            mountinfo = "\n".join(lines)
+        elif name == "device":
+            majmin, dummy, dev = args.partition(" ")
+            devices[majmin] = dev or None
+        elif name == "ext4":
+            ext4[args] = _hex_bytes("".join(lines))
+        elif name == "f2fs":
+            f2fs[args] = sorted(n.strip() for n in ",".join(lines).split(",") if n.strip())
+        elif name == "path":
+            index, dummy, encoded = args.partition(" ")
+            path_lines[int(index)] = [line for line in lines if line.strip()]
+            try:
+                named[int(index)] = bytes.fromhex(encoded).decode("utf-8", "surrogateescape")
+            except ValueError:
+                pass
+        elif name == "tool":
+            tool, dummy, where = args.partition(" ")
+            tools[tool] = dict(path=where, version=parse_version("\n".join(lines)))
+        elif name == "end":
+            complete = True
+    if paths is None:
+        paths = [named[i] for i in sorted(named)]
+    kernel = kernel_facts(sources)
+    mounts = parse_mountinfo(mountinfo)
+    entries = []
+    missing = []
+    for index, path in enumerate(paths):
+        lines = path_lines.get(index)
+        if not lines or lines[0] == "@missing":
+            missing.append(path)
+            continue
+        real = lines[0]
+        try:
+            dev = int(lines[1]) if len(lines) > 1 else None
+        except ValueError:
+            dev = None
+        mount = mount_of(real, dev, mounts)
+        block = None
+        if mount is not None:
+            majmin = "%d:%d" % (mount.major, mount.minor)
+            superblock = ext4.get(majmin) or None
+            error = None
+            if mount.fstype == "ext4" and superblock is None:
+                error = "raw: could not read the superblock of %s (become root)" % (devices.get(majmin) or mount.source)
+            block = block_facts(mount, superblock, error, devices.get(majmin), f2fs.get(majmin))
+        entries.append(path_entry(path, mount, kernel, block, None, real))
+    root = root_facts(mounts)
+    root["ostree_booted"] = ostree_booted
+    facts = dict(
+        facts_version=FACTS_VERSION,
+        source="raw",
+        note=RAW_NOTE,
+        kernel=kernel,
+        paths=entries,
+        missing_paths=missing,
+        tools=tools,
+        root=root,
+        probe=dict(requested=False, performed=False, note="no python: the probe needs the module"),
+    )
+    if not complete:
+        facts["warning"] = "the raw output ended early: the facts may be incomplete"
+    return facts
+
+
+# ---- one host's outcome ----
+
+def python_missing(result):
+    """Whether a failed module result means the host has no usable Python."""
+    if not isinstance(result, dict) or not result.get("failed") or result.get("unreachable"):
+        return False
+    text = " ".join(str(result.get(k) or "") for k in ("msg", "module_stderr", "module_stdout"))
+    if result.get("rc") == 127:
+        return True
+    if "you probably need to set the interpreter" in text:
+        return True
+    return bool(re.search(r"python[0-9.]*\S*: (?:\S+: )?(?:not found|No such file or directory)", text))
+
+
+def _message(result):
+    for key in ("msg", "module_stderr", "stderr", "stdout"):
+        value = str((result.get(key) if isinstance(result, dict) else None) or "").strip()
+        if value:
+            first = value.splitlines()[0]
+            if first.startswith("Task failed: "):
+                first = first[len("Task failed: "):]
+            return first[:500]
+    return "no result"
+
+
+def host_record(host, module_result, raw_result=None, paths=None, active=True, policy=None):
+    """One host's outcome: ``dict(host, status, facts, message, policy)``.
+
+    ``status`` is ``ok`` (module facts), ``raw`` (no Python: raw facts), ``unreachable``
+    or ``error``. ``active`` False means the host was no longer in the play. ``paths``
+    are those given to the raw script (default: as named in its output); ``policy``,
+    when given, overrides the report's policy for this host.
+    """
+    record = dict(host=host, status=ERROR, facts=None, message=None, policy=policy)
+    if not isinstance(module_result, dict) or not module_result:
+        if not active:
+            record["message"] = "the host failed or became unreachable before verity_check ran"
+        else:
+            record["message"] = "no verity_facts result for this host"
+        return record
+    if module_result.get("unreachable"):
+        record.update(status=UNREACHABLE, message=_message(module_result))
+        return record
+    if module_result.get("skipped"):
+        record["message"] = "verity_facts was skipped: %s" % module_result.get("skip_reason", "")
+        return record
+    if not module_result.get("failed"):
+        facts = (module_result.get("ansible_facts") or {}).get("composefs")
+        if isinstance(facts, dict):
+            record.update(status="ok", facts=facts)
+        else:
+            record["message"] = "verity_facts returned no composefs facts"
+        return record
+    if not python_missing(module_result):
+        record["message"] = "verity_facts failed: %s" % _message(module_result)
+        return record
+    if not isinstance(raw_result, dict) or not raw_result or raw_result.get("skipped"):
+        record["message"] = "no python, and the raw fallback did not run"
+        return record
+    if raw_result.get("unreachable"):
+        record.update(status=UNREACHABLE, message=_message(raw_result))
+        return record
+    stdout = raw_result.get("stdout") or ""
+    if "@@release" not in stdout:
+        record["message"] = "no python, and the raw fallback failed: %s" % _message(raw_result)
+        return record
+    record.update(status="raw", facts=parse_raw(stdout, list(paths) if paths else None), message=RAW_NOTE)
+    return record
+
+
+# ---- the policy ----
+
+def normalize_policy(policy):
+    out = dict(DEFAULT_POLICY)
+    out.update(dict((k, v) for k, v in (policy or {}).items() if v is not None))
+    unknown = [f for f in out["required_kernel_features"] if f not in KERNEL_FEATURES]
+    if unknown:
+        raise VerityReportError("unknown kernel features in the policy: %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(KERNEL_FEATURES))))
+    out["required_paths"] = list(out["required_paths"] or [])
+    out["required_kernel_features"] = list(out["required_kernel_features"])
+    return out
+
+
+def _yes_no(value):
+    return {True: "yes", False: "no"}.get(value, "unknown")
+
+
+def evaluate(record, policy):
+    """The policy applied to one host record: adds ``verdict``, ``problems``, ``kernel``, ``paths`` (report views)."""
+    policy = normalize_policy(policy)
+    out = dict(host=record["host"], status=record["status"], message=record.get("message"),
+               note=RAW_NOTE if record["status"] == "raw" else None)
+    if record.get("policy"):
+        own = normalize_policy(record["policy"])
+        if own != policy:
+            out["policy"] = policy = own
+    facts = record.get("facts")
+    if facts is None:
+        out.update(verdict=UNREACHABLE if record["status"] == UNREACHABLE else ERROR, problems=[], kernel=None, paths=[],
+                   missing_paths=[], root=None, tools={})
+        return out
+    kernel = facts.get("kernel") or {}
+    features = dict((name, _search(query, facts)) for name, query in sorted(KERNEL_FEATURES.items()))
+    problems = []
+    for name in policy["required_kernel_features"]:
+        value = features.get(name)
+        if value is True:
+            continue
+        detail = FEATURE_WORDS[name]
+        if name == "fs_verity":
+            evidence = kernel.get("fs_verity_evidence") or []
+        else:
+            evidence = [b for b in [_search(KERNEL_FEATURES[name].rsplit(".", 1)[0] + ".basis", facts)] if b]
+        problems.append(dict(severity=FAIL if value is False else VERDICT_UNKNOWN, kind="kernel", subject=name, evidence=evidence,
+                             message=("kernel lacks %s" if value is False else "kernel: unknown whether it has %s") % detail))
+    required = policy["required_paths"]
+    reported = facts.get("paths") or []
+    paths = []
+    for entry in reported:
+        is_required = not required or entry["path"] in required
+        paths.append(dict(
+            path=entry["path"], mountpoint=entry.get("mountpoint"), device=entry.get("device"), fstype=entry.get("fstype"),
+            verity=entry.get("verity"), reason=entry.get("reason"), reasons=entry.get("reasons") or [entry.get("reason")], required=is_required,
+        ))
+        if not is_required or entry.get("verity") == SUPPORTED:
+            continue
+        problems.append(dict(severity=FAIL if entry.get("verity") == UNSUPPORTED else VERDICT_UNKNOWN, kind="path", subject=entry["path"],
+                             message="%s (%s): %s" % (entry["path"], entry.get("fstype"), entry.get("reason"))))
+    for path in required:
+        if path in (facts.get("missing_paths") or []):
+            problems.append(dict(severity=FAIL, kind="missing", subject=path, message="%s does not exist" % path))
+        elif not any(entry["path"] == path for entry in reported):
+            problems.append(dict(severity=VERDICT_UNKNOWN, kind="missing", subject=path, message="%s was not examined" % path))
+    if required == [] and not reported:
+        problems.append(dict(severity=VERDICT_UNKNOWN, kind="missing", subject="paths", message="none of the paths exists"))
+    severities = [p["severity"] for p in problems]
+    verdict = FAIL if FAIL in severities else VERDICT_UNKNOWN if VERDICT_UNKNOWN in severities else PASS
+    root = facts.get("root") or {}
+    out.update(
+        verdict=verdict,
+        problems=problems,
+        kernel=dict(release=kernel.get("release"), fs_verity=kernel.get("fs_verity"), fs_verity_evidence=kernel.get("fs_verity_evidence") or [],
+                    features=features),
+        paths=paths,
+        missing_paths=list(facts.get("missing_paths") or []),
+        root=dict(composefs=root.get("composefs"), verity=root.get("verity"), verity_required=root.get("verity_required")),
+        tools=dict((name, (info or {}).get("version")) for name, info in sorted((facts.get("tools") or {}).items())),
+    )
+    if facts.get("warning"):
+        out["message"] = "%s; %s" % (out["message"], facts["warning"]) if out["message"] else facts["warning"]
+    return out
+
+
+# ---- the fleet report ----
+
+def fleet_report(records, policy=None, title="composefs fs-verity fleet report"):
+    """The report dict: policy, counts and groups (jmespath queries), and one entry per host, in the given order.
+
+    A host whose record carries a policy different from ``policy`` is judged by its own, shown in its entry.
+    """
+    policy = normalize_policy(policy)
+    hosts = [evaluate(record, policy) for record in records]
+    data = dict(hosts=hosts)
+    counts = dict((verdict, _search("length(hosts[?verdict=='%s'])" % verdict, data)) for verdict in HOST_VERDICTS)
+    counts["total"] = len(hosts)
+    groups = dict((verdict, _search("hosts[?verdict=='%s'].host" % verdict, data)) for verdict in HOST_VERDICTS)
+    return dict(
+        report_version=REPORT_VERSION,
+        title=title,
+        policy=policy,
+        counts=counts,
+        groups=groups,
+        raw_only=_search("hosts[?status=='raw'].host", data),
+        hosts=hosts,
+    )
+
+
+def render_json(report):
+    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _hosts(count):
+    return "%d host%s" % (count, "" if count == 1 else "s")
+
+
+def _md(text):
+    return str(text if text is not None else "").replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report):
+    counts = report["counts"]
+    lines = [
+        "# %s" % report["title"],
+        "",
+        "%s: %s." % (_hosts(counts["total"]), ", ".join("%d %s" % (counts[v], v) for v in HOST_VERDICTS)),
+        "",
+        "Policy: kernel features %s; paths %s." % (
+            ", ".join(report["policy"]["required_kernel_features"]) or "none",
+            ", ".join(report["policy"]["required_paths"]) or "every path examined"),
+        "",
+        "| host | verdict | kernel | fs-verity | path | fs | verity | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for verdict in HOST_VERDICTS:
+        for host in report["hosts"]:
+            if host["verdict"] != verdict:
+                continue
+            kernel = host.get("kernel") or {}
+            release = kernel.get("release") or ""
+            fs_verity = _yes_no(kernel.get("fs_verity")) if host.get("kernel") else ""
+            note = host.get("note") or (host.get("message") if not host.get("paths") else None)
+            head = [_md(host["host"]), _md(verdict + (" (%s)" % note if note else "")), _md(release), fs_verity]
+            if not host.get("paths"):
+                lines.append("| %s | | | | |" % " | ".join(head))
+                continue
+            for i, path in enumerate(host["paths"]):
+                cells = head if i == 0 else ["", "", "", ""]
+                lines.append("| %s | %s | %s | %s | %s |" % (
+                    " | ".join(cells), _md(path["path"]), _md(path["fstype"]), _md(path["verity"]), _md(path["reason"])))
+    problems = [(h["host"], p) for h in report["hosts"] for p in h.get("problems") or []]
+    if problems:
+        lines += ["", "## Problems", ""]
+        lines += ["- %s: %s%s" % (_md(host), _md(p["message"]), " (%s)" % _md("; ".join(p["evidence"])) if p.get("evidence") else "")
+                  for host, p in problems]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "Liberation Sans", sans-serif; margin: 1.5rem; color: #1f2328; background: #ffffff; }
+h1 { font-size: 1.5rem; margin: 0 0 .5rem 0; }
+h2 { font-size: 1.15rem; margin: 1.5rem 0 .4rem 0; }
+.counts { display: flex; flex-wrap: wrap; gap: .5rem; margin: .75rem 0 1rem 0; padding: 0; list-style: none; }
+.counts li { padding: .35rem .7rem; border-radius: .4rem; color: #ffffff; font-weight: 600; }
+.counts .total { background: #24292f; }
+.policy { color: #57606a; font-size: .9rem; }
+table { border-collapse: collapse; width: 100%; margin-bottom: .5rem; table-layout: fixed; }
+col.c-host { width: 13%; } col.c-verdict { width: 10%; } col.c-kernel { width: 13%; } col.c-verity { width: 7%; }
+col.c-paths { width: 37%; } col.c-problems { width: 20%; }
+th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid #d0d7de; font-size: .9rem; overflow-wrap: anywhere; }
+th { background: #f6f8fa; }
+tr.host td:first-child { border-left: .45rem solid transparent; }
+.hostname { font-weight: 600; }
+.badge { display: inline-block; white-space: nowrap; padding: .1rem .45rem; border-radius: .3rem; color: #ffffff; font-weight: 600; font-size: .8rem; }
+ul.paths { margin: 0; padding-left: 1rem; }
+ul.paths li { margin: .1rem 0; }
+.reason, .note, .problems { color: #57606a; }
+.note { font-style: italic; font-size: .85rem; }
+.fsverity-yes { color: #1a7f37; font-weight: 600; }
+.fsverity-no { color: #cf222e; font-weight: 600; }
+.fsverity-unknown { color: #9a6700; font-weight: 600; }
+"""
+
+
+def _css():
+    rules = [_CSS]
+    for verdict, colour in sorted(COLOURS.items()):
+        rules.append(".verdict-%s { background: %s; }" % (verdict, colour))
+        rules.append("tr.host.verdict-%s { background: %s1a; }" % (verdict, colour))
+        rules.append("tr.host.verdict-%s td:first-child { border-left-color: %s; }" % (verdict, colour))
+    for verdict, colour in sorted(PATH_COLOURS.items()):
+        rules.append(".path-%s { color: %s; font-weight: 600; }" % (verdict, colour))
+    return "\n".join(rules)
+
+
+def _html_host_row(host):
+    e = html.escape
+    verdict = host["verdict"]
+    kernel = host.get("kernel") or {}
+    paths = []
+    for path in host.get("paths") or []:
+        verity = path.get("verity") or ""
+        paths.append(
+            '<li class="path" data-path="%s" data-verity="%s"><code>%s</code> %s <span class="path-%s">%s</span>%s '
+            '<span class="reason">%s</span></li>' % (
+                e(path["path"]), e(verity), e(path["path"]), e(path.get("fstype") or "?"), e(verity), e(verity),
+                "" if path.get("required") else " (not required)", e(path.get("reason") or "")))
+    host_notes = '<div class="note">%s</div>' % e(host["note"]) if host.get("note") else ""
+    problems = ['<div title="%s">%s</div>' % (e("; ".join(p.get("evidence") or [])), e(p["message"]))
+                for p in host.get("problems") or [] if p.get("kind") != "path"]
+    if host.get("message") and host.get("message") != host.get("note"):
+        problems.append("<div>%s</div>" % e(host["message"]))
+    fs_verity = ""
+    if host.get("kernel"):
+        word = _yes_no(kernel.get("fs_verity"))
+        fs_verity = '<span class="fsverity-%s" title="%s">%s</span>' % (word, e("; ".join(kernel.get("fs_verity_evidence") or [])), word)
+    return (
+        '<tr class="host verdict-%s" data-host="%s" data-verdict="%s" data-status="%s">'
+        '<td><span class="hostname">%s</span>%s</td><td><span class="badge verdict-%s">%s</span></td>'
+        '<td>%s</td><td>%s</td><td>%s</td><td class="problems">%s</td></tr>' % (
+            verdict, e(host["host"]), verdict, e(host.get("status") or ""), e(host["host"]), host_notes, verdict, e(verdict),
+            e(kernel.get("release") or ""), fs_verity, '<ul class="paths">%s</ul>' % "".join(paths) if paths else "",
+            "".join(problems)))
+
+
+def render_html(report):
+    """A self-contained page (no scripts, no external resources): counts, then one row per host, grouped by verdict."""
+    e = html.escape
+    counts = report["counts"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>%s</title>" % e(report["title"]),
+        "<style>%s</style>" % _css(),
+        "</head>",
+        "<body>",
+        "<h1>%s</h1>" % e(report["title"]),
+        '<ul class="counts">',
+        '<li class="total" id="count-total" data-count="%d">%s</li>' % (counts["total"], _hosts(counts["total"])),
+    ]
+    for verdict in HOST_VERDICTS:
+        out.append('<li class="count verdict-%s" id="count-%s" data-verdict="%s" data-count="%d">%d %s</li>' % (
+            verdict, verdict, verdict, counts[verdict], counts[verdict], verdict))
+    out.append("</ul>")
+    policy = report["policy"]
+    out.append('<p class="policy">Policy: kernel features %s; paths %s.</p>' % (
+        e(", ".join(policy["required_kernel_features"]) or "none"), e(", ".join(policy["required_paths"]) or "every path examined")))
+    for verdict in HOST_VERDICTS:
+        hosts = [h for h in report["hosts"] if h["verdict"] == verdict]
+        if not hosts:
+            continue
+        out.append('<section class="group" id="group-%s" data-verdict="%s">' % (verdict, verdict))
+        out.append('<h2><span class="badge verdict-%s">%s</span> %s</h2>' % (verdict, e(verdict), _hosts(len(hosts))))
+        out.append('<table><colgroup><col class="c-host"><col class="c-verdict"><col class="c-kernel"><col class="c-verity">'
+                   '<col class="c-paths"><col class="c-problems"></colgroup>')
+        out.append("<thead><tr><th>host</th><th>verdict</th><th>kernel</th><th>fs-verity</th><th>paths</th><th>problems</th></tr></thead><tbody>")
+        out.extend(_html_host_row(host) for host in hosts)
+        out.append("</tbody></table>")
+        out.append("</section>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def render_all(report, formats=("json", "md", "html")):
+    renderers = dict(json=render_json, md=render_markdown, html=render_html)
+    unknown = [f for f in formats if f not in renderers]
+    if unknown:
+        raise VerityReportError("unknown report formats: %s (known: json, md, html)" % ", ".join(unknown))
+    return dict((f, renderers[f](report)) for f in formats)
