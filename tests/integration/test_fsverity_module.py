@@ -26,10 +26,10 @@ def _host_kernel_without_verity():
         raise RuntimeError("this host kernel has fs-verity; tests/integration expects the machine kind's kernel without it")
 
 
-@pytest.fixture(params=["ext4", "ext4-verity", "xfs", "btrfs", "tmpfs"])
-def fs(request):
-    with loop_filesystem(request.param) as (mnt, _device):
-        yield request.param, mnt
+@pytest.fixture(params=["ext4-plain", "ext4-verity", "xfs", "btrfs", "tmpfs"])
+def fs(request, tmp_path):
+    with loop_filesystem(request.param, str(tmp_path)) as mounted:
+        yield request.param, mounted.mountpoint
 
 
 def _cli(path):
