@@ -105,7 +105,15 @@ class ActionModule(ActionBase):
             except (KeyError, TypeError):
                 return None
 
-        records = [host_record(host, hostvar(host, params["module_var"]), hostvar(host, params["raw_var"]),
+        def raw_of(host):
+            # The raw fallback runs once for the play, looping over the hosts that need it.
+            raw = hostvar(host, params["raw_var"])
+            if isinstance(raw, dict) and "results" in raw:
+                mine = [r for r in raw["results"] if isinstance(r, dict) and r.get("item") == host and not r.get("skipped")]
+                return mine[0] if mine else None
+            return raw
+
+        records = [host_record(host, hostvar(host, params["module_var"]), raw_of(host),
                                active=host in active, policy=hostvar(host, params["policy_var"])) for host in hosts]
         try:
             report = fleet_report(records, plain(params["policy"]), params["title"])
