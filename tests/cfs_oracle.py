@@ -68,3 +68,8 @@ def info(command, *images, basedir=None, filters=()):
     argv.extend(str(i) for i in images)
     return _run(argv)
 
+
+
+def mkcomposefs(*args):
+    """``mkcomposefs ARGS...``; returns stdout bytes (the digest with --print-digest[-only])."""
+    return _run([_tool(MKCOMPOSEFS)] + [os.fsdecode(a) for a in args])

@@ -1,21 +1,20 @@
 """The image module through ansible: byte-equality with the oracle, the store, idempotence, failures."""
 import hashlib
 import os
-import subprocess
 
 import pytest
 
 from ansible_run import run_module
 from module_exec import exec_module
-from support import TOP, shared_vectors
+from support import shared_vectors
 
-ORACLE = os.path.join(TOP, ".cache", "oracle", "bin", "mkcomposefs")
+import cfs_oracle
+
 
 
 def oracle(*args):
-    if not os.access(ORACLE, os.X_OK):
-        raise RuntimeError("the mkcomposefs oracle is missing: run scripts/fetch-oracle.sh (make test does)")
-    return subprocess.run([ORACLE] + list(args), check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    """mkcomposefs with ``args`` (the last one or two being SRC [IMAGE]); its stdout, stripped."""
+    return cfs_oracle.mkcomposefs(*args).decode().strip()
 
 
 @pytest.fixture
