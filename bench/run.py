@@ -12,8 +12,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fsverity_digest  # noqa: E402
 import image_build  # noqa: E402
+import fleet  # noqa: E402
 
-BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main)]
+
+
+def fleet_bench(results):
+    # Its own tables (and docs/benchmarks-fleet.md when asked): N = 5, 10, 20 hosts, forks = N.
+    fleet.main(["--repeat", "3"])
+
+
+BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main), ("fleet: verity_report vs ping", fleet_bench)]
 
 
 def main():
