@@ -69,7 +69,6 @@ def info(command, *images, basedir=None, filters=()):
     return _run(argv)
 
 
-
 def mkcomposefs(*args):
     """``mkcomposefs ARGS...``; returns stdout bytes (the digest with --print-digest[-only])."""
     return _run([_tool(MKCOMPOSEFS)] + [os.fsdecode(a) for a in args])

@@ -65,6 +65,7 @@ import os
 import re
 import struct
 
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape as _escape
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -96,7 +97,6 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 # Xattr names with a meaning for the reader (libcomposefs's OVERLAY_XATTR_*).
 XATTR_OVERLAY_PREFIX = b"trusted.overlay."
 XATTR_OVERLAY_ESCAPE_PREFIX = b"trusted.overlay.overlay."
-XATTR_TRUSTED_PREFIX = b"trusted."
 XATTR_REDIRECT = b"trusted.overlay.redirect"
 XATTR_METACOPY = b"trusted.overlay.metacopy"
 XATTR_ESCAPED_WHITEOUT = b"trusted.overlay.overlay.whiteout"
@@ -217,9 +217,16 @@ class _Reader:
         self.build_sec, self.build_nsec = info.build_time
         self.seen = {}  # nid -> node, for hardlinks and loops
         self.shared = {}  # shared xattr id -> (name, value)
-        # Directories of a real image occupy disjoint bytes of it: their sizes add up to
-        # less than the image. Holding hostile images to that bounds the entries read.
-        self.dir_budget = self.size
+        # In a real image every inode's directory entries, xattrs and inline data occupy
+        # bytes of their own, so they add up to less than the image. Holding hostile
+        # images (inodes sharing blocks or overlapping) to that bounds the work done.
+        self.budget = self.size
+
+    def spend(self, count, path):
+        self.budget -= count
+        if self.budget < 0:
+            raise _fail("Directories, xattrs and inline data add up to more bytes than the image has "
+                        "(structures shared between inodes?)", path)
 
     # -- inodes -------------------------------------------------------------------------
 
@@ -271,6 +278,7 @@ class _Reader:
         tail_pos = xattr_pos + xattr_size
         if tail_pos > self.size:
             raise _fail("Xattrs of inode %d run past the end of the image" % nid, path)
+        self.spend(xattr_size, path)
 
         node = Node.__new__(Node)
         node.mode = mode
@@ -308,6 +316,7 @@ class _Reader:
         """The data of a flat (plain or inline) inode of ``size`` <= ``limit`` bytes."""
         if size > limit:
             raise _fail("%s of inode %d is %d bytes, over the %d an image can hold" % (what, nid, size, limit), path)
+        self.spend(size, path)
         data = self.data
         if layout == fmt.EROFS_INODE_FLAT_INLINE:
             tail = size % BLK
@@ -361,10 +370,7 @@ class _Reader:
             raise _fail("Directory inode %d has a %s data layout" % (nid, _LAYOUT_NAMES[layout]), path)
         if size == 0:
             raise _fail("Directory inode %d is empty (no . and .. entries)" % nid, path)
-        self.dir_budget -= size
-        if self.dir_budget < 0:
-            raise _fail("Directories add up to more bytes than the image has (blocks shared between directories?)",
-                        path)
+        self.spend(size, path)
         if layout == fmt.EROFS_INODE_FLAT_INLINE:
             tail = size % BLK
             if tail == 0:
@@ -587,18 +593,13 @@ def _tree_of(src):
 # --- composefs-info ---------------------------------------------------------------------------
 
 
-def _escape(data, equal=False, lone_dash=False):
-    from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape
-    return escape(data, equal=equal, lone_dash=lone_dash)
-
-
 def dump(src):
     """The composefs-info ``dump`` of an image (or Tree): composefs-dump(5) bytes.
 
     Same as ``Tree.to_dumpfile()`` except that each file's xattrs come in image
     order (inline, then shared), as composefs-info prints them.
     """
-    from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape
+    escape = _escape
     tree = _tree_of(src)
     lines = []
     for path, node in tree.walk():

@@ -106,6 +106,9 @@ class _Inode:
         self.dir_chunks = None
 
 
+_U64 = (1 << 64) - 1  # size_t
+
+
 def _growing(items):
     """Iterate over a list that the loop body appends to (a breadth-first queue)."""
     i = 0
@@ -127,23 +130,24 @@ def _set_xattr(ino, key, value):
         raise _error(ino, "Can't set xattr %s: value too long" % key.decode("ascii", "replace"))
     xattrs = ino.xattrs
     if ino.xattr_space is None:
-        # First change: take a private copy (copy on write) and count its space.
+        # First change: take a private copy (copy on write). The count starts at 0, not
+        # at the file's own xattrs: libcomposefs writes a clone of the tree, and
+        # lcfs_node_clone() copies the xattrs but not their xattr_size.
         xattrs = ino.xattrs = dict(xattrs)
-        space = XATTR_HEADER_SIZE if xattrs else 0
-        for k, v in xattrs.items():
-            space += XATTR_ENTRY_OVERHEAD + len(k) + len(v)
-        ino.xattr_space = space
+        ino.xattr_space = 0
     old = xattrs.pop(key, None)
     if old is not None:
-        ino.xattr_space = ino.xattr_space - (XATTR_ENTRY_OVERHEAD + len(key) + len(old)) if xattrs else 0
+        # size_t arithmetic, as in lcfs_node_unset_xattr(): the count may wrap below zero.
+        ino.xattr_space = (ino.xattr_space - (XATTR_ENTRY_OVERHEAD + len(key) + len(old))) & _U64 if xattrs else 0
     need = XATTR_ENTRY_OVERHEAD + len(key) + len(value)
     if not xattrs:
         need += XATTR_HEADER_SIZE
-    if ino.xattr_space + need > XATTR_SPACE_MAX_EXTERNAL:
+    total = (ino.xattr_space + need) & _U64
+    if total > XATTR_SPACE_MAX_EXTERNAL:
         raise _error(ino, "Can't set xattr %s: the file's xattrs would take %d bytes, over the limit of %d"
-                     % (key.decode("ascii", "replace"), ino.xattr_space + need, XATTR_SPACE_MAX_EXTERNAL))
+                     % (key.decode("ascii", "replace"), total, XATTR_SPACE_MAX_EXTERNAL))
     xattrs[key] = value
-    ino.xattr_space += need
+    ino.xattr_space = total
 
 
 def _copy(node, path, parent):
@@ -299,11 +303,10 @@ def _add_overlay_xattrs(ino, version):
     xattrs = ino.xattrs
     if xattrs:
         if any(k.startswith(XATTR_OVERLAY_PREFIX) for k in xattrs):
-            # Renaming keeps libcomposefs's space count (it does not recount renames).
+            # Renaming keeps libcomposefs's space count (it does not recount renames);
+            # like any first change, it starts from 0 on the clone.
             plen = len(XATTR_OVERLAY_PREFIX)
-            space = XATTR_HEADER_SIZE
-            for k, v in xattrs.items():
-                space += XATTR_ENTRY_OVERHEAD + len(k) + len(v)
+            space = 0 if ino.xattr_space is None else ino.xattr_space
             ino.xattrs = dict(
                 (XATTR_OVERLAY_ESCAPE_PREFIX + k[plen:] if k.startswith(XATTR_OVERLAY_PREFIX) else k, v)
                 for k, v in xattrs.items()

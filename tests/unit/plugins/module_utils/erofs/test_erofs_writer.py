@@ -147,14 +147,15 @@ def test_image_digest_matches_fsverity_of_the_bytes(vectors_dir):
     assert write_image(tree, io.BytesIO()) is None
 
 
-def test_metacopy_xattr_can_overflow_the_xattr_space():
+def test_metacopy_xattr_is_not_counted_against_the_files_own_xattrs():
+    # libcomposefs writes a clone whose xattr space count starts at 0 (lcfs_node_clone()
+    # does not copy it), so a file whose own xattrs nearly fill the limit still gets its
+    # metacopy and redirect xattrs: mkcomposefs 1.0.8 writes this tree.
     big = b"v" * (32767 - 12 - 7 - len(b"user.big") - 20)
     node = Node(0o100644, size=10, payload=b"aa/bb", xattrs={b"user.big": big})
     tree = Tree()
     tree.add("/f", node)
-    with pytest.raises(ComposefsError) as info:
-        build_image(tree)
-    assert "/f" in str(info.value) and "trusted.overlay.metacopy" in str(info.value)
+    assert build_image(tree)
 
 
 def test_hardlink_to_directory_is_rejected():
