@@ -194,16 +194,15 @@ import os
 import re
 import shutil
 import stat
-import struct
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import filesystem_of, read_mountinfo
+from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.ioctl import kernel_has_fs_verity
 from ansible_collections.composefs.fleet.plugins.module_utils.storage_conf import DEFAULT_GRAPHROOT
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.superblock import ext4_has_verity
 
 _EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-_EXT4_MAGIC = 0xEF53
-_EXT4_RO_COMPAT_VERITY = 0x8000
 _NO_VERITY = {
     "xfs": "xfs has no fs-verity",
     "tmpfs": "tmpfs has no fs-verity",
@@ -352,29 +351,9 @@ def probe_kernel():
         return "missing"
 
     loop = "available" if os.path.exists("/dev/loop-control") else module_state(None, "loop")
-    fs_verity = None
-    for fs_name in ("ext4", "btrfs", "f2fs"):
-        features = "/sys/fs/%s/features" % fs_name
-        if os.path.isdir(features):
-            if os.path.exists(os.path.join(features, "verity")):
-                fs_verity = True
-                break
-            fs_verity = False
+    fs_verity = kernel_has_fs_verity()
     return dict(release=release, erofs=module_state("erofs", "erofs"), overlay=module_state("overlay", "overlay"),
                 loop=loop, fs_verity=fs_verity)
-
-
-def _ext4_has_verity(device):
-    """True or False from the ext4 superblock's ro_compat flags, None if it cannot be read."""
-    try:
-        with open(device, "rb") as f:
-            f.seek(1024)
-            sb = f.read(0x68)
-    except OSError:
-        return None
-    if len(sb) < 0x68 or struct.unpack_from("<H", sb, 0x38)[0] != _EXT4_MAGIC:
-        return None
-    return bool(struct.unpack_from("<I", sb, 0x64)[0] & _EXT4_RO_COMPAT_VERITY)
 
 
 def probe_filesystem(path, mounts, kernel_verity):
@@ -393,7 +372,7 @@ def probe_filesystem(path, mounts, kernel_verity):
     elif kernel_verity is False and fstype in ("ext4", "btrfs", "f2fs"):
         rec.update(verity="unsupported", reason="kernel built without CONFIG_FS_VERITY")
     elif fstype == "ext4":
-        has = _ext4_has_verity(entry.source) if entry.source.startswith("/dev/") else None
+        has = ext4_has_verity(entry.source) if entry.source.startswith("/dev/") else None
         if has is True:
             rec.update(verity="supported", reason="ext4 with the verity feature")
         elif has is False:

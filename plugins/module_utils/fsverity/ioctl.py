@@ -18,6 +18,7 @@ import os
 import struct
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import filesystem_of
+from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.superblock import ext4_has_verity
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import (
     DEFAULT_BLOCK_SIZE,
     HASH_ALGORITHMS,
@@ -79,20 +80,6 @@ def kernel_has_fs_verity():
     return None
 
 
-def _ext4_has_verity_feature(device):
-    """Whether the ext4 superblock on ``device`` has the verity feature (s_feature_ro_compat bit 0x8000); None if unreadable."""
-    try:
-        with open(device, "rb") as dev:
-            dev.seek(1024)
-            sb = dev.read(1024)
-    except OSError:
-        return None
-    if len(sb) < 0x68 or struct.unpack_from("<H", sb, 0x38)[0] != 0xEF53:
-        return None
-    ro_compat = struct.unpack_from("<I", sb, 0x64)[0]
-    return bool(ro_compat & 0x8000)
-
-
 def explain(path, err, operation="enable"):
     """Plain-language reason for an errno from an fs-verity ioctl on ``path``."""
     fs = filesystem_of(path)
@@ -122,7 +109,7 @@ def explain(path, err, operation="enable"):
         if kernel is False:
             return "kernel built without CONFIG_FS_VERITY: boot a kernel with fs-verity support"
         if fstype == "ext4":
-            feature = _ext4_has_verity_feature(fs.source) if fs else None
+            feature = ext4_has_verity(fs.source) if fs else None
             if feature is False or (feature is None and kernel):
                 return ("ext4 without the verity feature: run 'tune2fs -O verity %s' while it is unmounted "
                         "(needs e2fsprogs >= 1.45)" % (fs.source if fs else "<device>"))
@@ -154,7 +141,7 @@ def predict_enable_failure(path):
         return None
     if fs.fstype not in VERITY_FILESYSTEMS:
         return explain(path, errno.ENOTTY)
-    if fs.fstype == "ext4" and _ext4_has_verity_feature(fs.source) is False:
+    if fs.fstype == "ext4" and ext4_has_verity(fs.source) is False:
         return explain(path, errno.EOPNOTSUPP)
     return None
 

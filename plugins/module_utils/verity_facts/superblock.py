@@ -118,3 +118,14 @@ def read_ext4_superblock(device):
     except OSError as exc:
         return None, "cannot read %s: %s" % (device, exc.strerror or exc)
     return data, None
+
+
+def ext4_has_verity(device):
+    """True or False from the ext4 superblock on ``device``; None when it cannot be read or is not ext4."""
+    data, _reason = read_ext4_superblock(device)
+    if data is None:
+        return None
+    try:
+        return parse_ext4_superblock(data)["verity"]
+    except SuperblockError:
+        return None

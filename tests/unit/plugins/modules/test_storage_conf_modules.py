@@ -75,9 +75,9 @@ def test_ext4_verity_flag_from_superblock(tmp_path):
     _superblock(tmp_path / "with", 0x8000 | 0x1)
     _superblock(tmp_path / "without", 0x1)
     (tmp_path / "junk").write_bytes(b"\0" * 2048)
-    assert info._ext4_has_verity(str(tmp_path / "with")) is True
-    assert info._ext4_has_verity(str(tmp_path / "without")) is False
-    assert info._ext4_has_verity(str(tmp_path / "junk")) is None
+    assert info.ext4_has_verity(str(tmp_path / "with")) is True
+    assert info.ext4_has_verity(str(tmp_path / "without")) is False
+    assert info.ext4_has_verity(str(tmp_path / "junk")) is None
 
 
 def _mount(mountpoint, fstype, source="/dev/sdz9"):
