@@ -15,7 +15,6 @@ import image_build  # noqa: E402
 import fleet  # noqa: E402
 
 
-
 def fleet_bench(results):
     # Its own tables (and docs/benchmarks-fleet.md when asked): N = 5, 10, 20 hosts, forks = N.
     fleet.main(["--repeat", "3"])

@@ -191,6 +191,7 @@ env:
 
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -229,8 +230,17 @@ def _run(argv, timeout=30):
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
+def _home_relative(path):
+    """``~/x`` as the path below this user's home; the paths are taken as given (not type=path)
+    so that the controller can tell the per-user files (``~/...``) from the system ones."""
+    if path == "~" or path.startswith("~/"):
+        home = os.environ.get("HOME") or pwd.getpwuid(os.geteuid()).pw_dir
+        return home + path[1:]
+    return path
+
+
 def read_file_record(requested, max_size, name=None):
-    path = os.path.expanduser(requested)
+    path = _home_relative(requested)
     rec = dict(requested=requested, path=path, exists=False, content=None, sha256=None,
                mode=None, uid=None, gid=None, size=None, error=None)
     if name is not None:
@@ -265,7 +275,7 @@ def read_file_record(requested, max_size, name=None):
 
 
 def read_dropin_dir(requested, max_size):
-    path = os.path.expanduser(requested)
+    path = _home_relative(requested)
     rec = dict(requested=requested, path=path, exists=os.path.isdir(path), files=[], error=None)
     if not rec["exists"]:
         return rec
@@ -357,7 +367,7 @@ def probe_kernel():
 
 
 def probe_filesystem(path, mounts, kernel_verity):
-    looked_up = os.path.expanduser(path)
+    looked_up = _home_relative(path)
     while not os.path.lexists(looked_up) and looked_up not in ("/", ""):
         looked_up = os.path.dirname(looked_up)
     rec = dict(path=path, looked_up=looked_up, mountpoint=None, fstype=None, source=None,

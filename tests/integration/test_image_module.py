@@ -11,7 +11,6 @@ from support import shared_vectors
 import cfs_oracle
 
 
-
 def oracle(*args):
     """mkcomposefs with ``args`` (the last one or two being SRC [IMAGE]); its stdout, stripped."""
     return cfs_oracle.mkcomposefs(*args).decode().strip()

@@ -147,8 +147,8 @@ def test_digest_files_reports_errors_in_order(tmp_path):
     many.insert(300, str(tmp_path / "missing"))
     parallel = list(digest_files(many, workers=2))
     serial = list(digest_files(many, workers=1))
-    assert [p for p, _ in parallel] == many
-    assert [d for _, d in parallel if not isinstance(d, OSError)] == [d for _, d in serial if not isinstance(d, OSError)]
+    assert [path for path, _digest in parallel] == many
+    assert [d for _p, d in parallel if not isinstance(d, OSError)] == [d for _p, d in serial if not isinstance(d, OSError)]
     assert isinstance(parallel[300][1], FileNotFoundError)
 
 
