@@ -329,16 +329,23 @@ class Tree:
         - Regular files of 1 to 64 bytes are inlined; larger ones get their
           fs-verity SHA-256 ``digest`` and the payload ``XX/62hex``
           (``compute_digests=False`` leaves both unset), hashed by
-          ``fsverity.digest.digest_files`` with ``workers`` workers (default:
+          ``fsverity.digest.DigestPool`` with ``workers`` workers (default:
           the CPU count).
         """
         if skip_xattrs and user_xattrs:
             raise ComposefsError("skip_xattrs and user_xattrs exclude each other")
         walker = _DirectoryWalker(use_epoch, skip_xattrs, user_xattrs, skip_devices, hardlinks)
-        with paused_gc():
-            tree = walker.walk(path)
-        if compute_digests and walker.to_digest:
-            walker.compute_digests(workers)
+        if not compute_digests:
+            with paused_gc():
+                return walker.walk(path)
+        from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import DigestPool
+        # SHA-256, 4096-byte blocks, no salt: what mkcomposefs uses. The workers hash
+        # files while the walk goes on.
+        with DigestPool(workers) as pool:
+            walker.digest_pool = pool
+            with paused_gc():
+                tree = walker.walk(path)
+            walker.collect_digests()
         return tree
 
     # --- access ------------------------------------------------------------
@@ -405,6 +412,7 @@ class _DirectoryWalker:
         self.skip_devices = skip_devices
         self.hardlinks = hardlinks
         self.to_digest = []  # (fs path, node) of regular files above the inline size
+        self.digest_pool = None  # fsverity.digest.DigestPool hashing them as they are found
         self.inodes = {}  # (st_dev, st_ino) -> first node, when keeping hardlinks
 
     def _fail(self, fspath, exc):
@@ -442,6 +450,8 @@ class _DirectoryWalker:
                 node.content = data
             elif st.st_size > 0:
                 self.to_digest.append((fspath, node))
+                if self.digest_pool is not None:
+                    self.digest_pool.add(fspath)
         elif t == S_IFLNK:
             try:
                 target = os.readlink(fspath)
@@ -525,11 +535,10 @@ class _DirectoryWalker:
         except ComposefsError as exc:
             raise exc.with_context(path=os.fsencode(fspath))
 
-    def compute_digests(self, workers=None):
-        from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import digest_files
+    def collect_digests(self):
+        """Give every file found its digest and payload from the digest pool."""
         nodes = dict(self.to_digest)
-        # SHA-256, 4096-byte blocks, no salt: what mkcomposefs uses.
-        for fspath, result in digest_files([p for p, _n in self.to_digest], "sha256", 4096, b"", workers):
+        for fspath, result in self.digest_pool.results():
             if isinstance(result, Exception):
                 raise self._fail(fspath, result)
             node = nodes[fspath]

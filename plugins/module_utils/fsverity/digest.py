@@ -302,24 +302,70 @@ def _digest_chunk(job):
     return out
 
 
+class DigestPool:
+    """Hash files in forked worker processes while the caller is still finding them.
+
+    ``add()`` paths as they turn up; ``results()`` yields ``(path, digest_bytes_or_OSError)``
+    in the order they were added. Workers are forked when the pool is entered, before
+    the caller builds up a large heap. With one worker everything is hashed in
+    ``results()``, in this process.
+    """
+
+    CHUNK = 256
+
+    def __init__(self, workers=None, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b""):
+        check_params(hash_algorithm, block_size, bytes(salt or b""))
+        self.workers = workers or os.cpu_count() or 1
+        self._params = (hash_algorithm, block_size, bytes(salt or b""))
+        self._pool = None
+        self._pending = []
+        self._submitted = []  # (paths, AsyncResult or None)
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def _submit(self):
+        paths, self._pending = self._pending, []
+        job = (paths,) + self._params
+        self._submitted.append((paths, self._pool.apply_async(_digest_chunk, (job,)) if self._pool is not None else None))
+
+    def add(self, path):
+        self._pending.append(path)
+        if len(self._pending) >= self.CHUNK:
+            self._submit()
+
+    def results(self):
+        if self._pending:
+            self._submit()
+        for paths, async_result in self._submitted:
+            out = async_result.get() if async_result is not None else _digest_chunk((paths,) + self._params)
+            for path, result in zip(paths, out):
+                yield path, result
+        self._submitted = []
+
+
 def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", workers=None):
     """Digest many files; yields ``(path, digest_bytes_or_OSError)`` in input order.
 
     With ``workers`` > 1 (default: the number of CPUs) the files are shared out
-    among forked worker processes in chunks: most files are small, so the time
-    goes to per-file Python work that threads could not run in parallel.
+    among forked worker processes in chunks (see :class:`DigestPool`): most files
+    are small, so the time goes to per-file Python work that threads could not
+    run in parallel.
     """
     paths = list(paths)
-    workers = workers or os.cpu_count() or 1
-    chunk = 256
-    if workers <= 1 or len(paths) <= chunk:
-        for path, result in zip(paths, _digest_chunk((paths, hash_algorithm, block_size, salt))):
-            yield path, result
-        return
-    import multiprocessing
-
-    jobs = [(paths[i:i + chunk], hash_algorithm, block_size, salt) for i in range(0, len(paths), chunk)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for job, results in zip(jobs, pool.imap(_digest_chunk, jobs)):
-            for path, result in zip(job[0], results):
-                yield path, result
+    if len(paths) <= DigestPool.CHUNK:
+        workers = 1
+    with DigestPool(workers, hash_algorithm, block_size, salt) as pool:
+        for path in paths:
+            pool.add(path)
+        for item in pool.results():
+            yield item
