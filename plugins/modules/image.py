@@ -23,7 +23,7 @@ description:
   - An object already in the store is verified (by the kernel's fs-verity measurement, or by hashing it) before
     it is trusted; a damaged one is replaced. New objects are copied (reflink where the filesystem can, else
     C(copy_file_range), else a plain copy) under a temporary name, fsynced, given fs-verity where possible, checked,
-    and linked into place, so concurrent builds into one store are safe and no reader ever sees a partial object.
+    and renamed into place, so concurrent builds into one store are safe and no reader ever sees a partial object.
   - O(dest) is written atomically (temporary file, fsync, rename). On failure there is no new O(dest).
 author:
   - composefs.fleet developers (@composefs-fleet)

@@ -138,3 +138,33 @@ def test_delegated_to_controller_same_digest(tree, tmp_path):
     # The same module code on "the controller": here both are localhost, so compare with the oracle.
     res = run_module("composefs.fleet.image", {"src": str(tree), "use_epoch": True, "user_xattrs": True})
     assert res["digest"] == oracle("--print-digest-only", "--use-epoch", "--user-xattrs", str(tree))
+
+
+_BUILDER = """
+import sys
+sys.path.insert(0, sys.argv[4])
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs import build
+print(build.build(src=sys.argv[1], dest=sys.argv[2], digest_store=sys.argv[3], threads=2)["digest"])
+"""
+
+
+def test_concurrent_builds_into_one_store(tmp_path):
+    # Two builders, each with its own worker processes, fill one store at the same time.
+    import subprocess
+    import sys
+    from support import TOP
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(600):
+        (src / ("f%03d" % i)).write_bytes(os.urandom(100 + i * 37))
+    store = tmp_path / "store"
+    collections = os.path.join(TOP, ".cache", "collections")
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILDER, str(src), str(tmp_path / ("img%d" % i)), str(store), collections],
+                              stdout=subprocess.PIPE, universal_newlines=True) for i in range(2)]
+    digests = [p.communicate()[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert digests[0] == digests[1] == oracle("--print-digest-only", str(src))
+    objects = sorted(p for p in store.rglob("*") if p.is_file())
+    assert len(objects) == 600 and not [p for p in objects if p.name.startswith(".tmp-")]
+    again = run_module("composefs.fleet.image", {"src": str(src), "dest": str(tmp_path / "img0"), "digest_store": str(store)})
+    assert not again["changed"] and again["objects"]["added"] == 0  # every object verified intact

@@ -85,12 +85,7 @@ def tree_objects(tree, src=None):
 def _fill_chunk(job):
     root, enable_verity, pairs = job
     store = ObjectStore(root, enable_verity, sync_dirs=False)
-    added = nbytes = 0
-    for src, digest in pairs:
-        did, size = store.add_file(src, digest)
-        if did:
-            added += 1
-            nbytes += size
+    added, nbytes = store.add_files(pairs)
     # Each object was fsynced before it was linked; the links become durable here,
     # before any image that names them is written.
     store.sync_pending_dirs()
