@@ -367,5 +367,4 @@ def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, 
     with DigestPool(workers, hash_algorithm, block_size, salt) as pool:
         for path in paths:
             pool.add(path)
-        for item in pool.results():
-            yield item
+        yield from pool.results()
