@@ -210,7 +210,8 @@ mount -t devpts -o gid=5,mode=620 devpts /newroot/dev/pts || die "mount devpts"
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm || die "mount /dev/shm"
 mount -t proc proc /newroot/proc || die "mount /newroot/proc"
 mount -t sysfs sysfs /newroot/sys || die "mount /newroot/sys"
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp || die "mount /newroot/tmp"
+# /tmp stays the host's (through the overlay: readable, writes land in RAM): the checkout
+# under test may live there, as a CI clone can.
 mount -t tmpfs -o mode=0755 run /newroot/run || die "mount /newroot/run"
 share=/run/composefs-fleet-vm
 mkdir -p "/newroot$share"
