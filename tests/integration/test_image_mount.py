@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 import cfs_oracle
 import treegen
-from loopfs import LoopFsError, loop_filesystem
+from source_fs import example_dirs
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import S_IFREG, Tree
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import reader, writer
@@ -163,33 +163,6 @@ def check_tree(src, workdir):
         mounted = treegen.snapshot(target)
     problems = compare(source, mounted)
     assert not problems, "the mount differs from the source:\n" + "\n".join(problems[:40])
-
-
-@pytest.fixture(scope="module")
-def ext4(tmp_path_factory):
-    """The mountpoint of an ext4 loop filesystem for the source trees (images and stores go elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.fail("mount tests need root")
-    for tool in ("fsck.erofs", "mount", "umount"):
-        if shutil.which(tool) is None:
-            pytest.fail("%s is missing: run scripts/setup-host.sh" % tool)
-    try:
-        with loop_filesystem("ext4-plain", str(tmp_path_factory.mktemp("loopfs"))) as mounted:
-            yield mounted.mountpoint
-    except LoopFsError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@contextlib.contextmanager
-def example_dirs(ext4):
-    """(a directory on the ext4 for a source tree, one on the host for the image and store); removed after."""
-    src_parent = tempfile.mkdtemp(prefix="mount-", dir=ext4)
-    out = tempfile.mkdtemp(prefix="cfsf-mount-example-")
-    try:
-        yield src_parent, out
-    finally:
-        shutil.rmtree(src_parent, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
 
 
 @settings(max_examples=int(os.environ.get("CFSF_HYPOTHESIS_MOUNT_EXAMPLES", "25")), deadline=None, database=None,

@@ -9,7 +9,6 @@ images differ, both are decoded with our reader and the dumps diffed to say
 what differs.
 Also the trees of this machine: /usr/lib/python3 and the whole of /usr/share.
 """
-import contextlib
 import difflib
 import os
 import shutil
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 
 import cfs_oracle
 import treegen
-from loopfs import LoopFsError, loop_filesystem
+from source_fs import example_dirs
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import Tree
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import format as fmt
@@ -40,31 +39,6 @@ OPTIONS = {
 AMBIGUOUS_XATTRS = frozenset((b"user.overlay.whiteout", b"user.overlay.whiteouts", b"trusted.overlay.whiteout",
                               b"trusted.overlay.whiteouts"))
 option_sets = st.one_of(st.just(()), st.sampled_from(sorted(OPTIONS)))
-
-
-@pytest.fixture(scope="module")
-def ext4(tmp_path_factory):
-    """The mountpoint of an ext4 loop filesystem for the source trees (64 MiB: images and stores go elsewhere)."""
-    cfs_oracle.check_available()
-    if shutil.which("fsck.erofs") is None:
-        pytest.fail("fsck.erofs is missing: run scripts/setup-host.sh (erofs-utils)")
-    try:
-        with loop_filesystem("ext4-plain", str(tmp_path_factory.mktemp("loopfs"))) as mounted:
-            yield mounted.mountpoint
-    except LoopFsError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@contextlib.contextmanager
-def example_dirs(ext4):
-    """(a directory on the ext4 for a source tree, one on the host for images and stores); removed after."""
-    src_parent = tempfile.mkdtemp(prefix="example-", dir=ext4)
-    out = tempfile.mkdtemp(prefix="cfsf-example-")
-    try:
-        yield src_parent, out
-    finally:
-        shutil.rmtree(src_parent, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def _region(data, offset):
