@@ -56,7 +56,7 @@ def guest():
     return sys.modules[name]
 
 
-_NEEDED = ("KERNEL", "INITRAMFS", "QEMU", "QEMU_FLAGS", "KERNEL_CMDLINE", "GUEST_SHARE", "CACHE", "missing_prerequisites")
+_NEEDED = ("VM_DEV_FUNCTION", "KERNEL", "INITRAMFS", "QEMU", "QEMU_FLAGS", "KERNEL_CMDLINE", "GUEST_SHARE", "CACHE", "missing_prerequisites")
 
 
 def _guest_kernel_dir() -> str:
@@ -167,15 +167,7 @@ def _job_script(share: str, kinds: Sequence, sshd_config: str) -> str:
         "done",
         '[ -n "$dev" ] || fail "no network interface after insmod virtio_net"',
         'ip link set lo up && ip link set "$dev" up && ip addr add %s/24 dev "$dev" || fail "network set-up of $dev"' % GUEST_ADDRESS,
-        "vm_dev() {",
-        "  for _ in $(seq 50); do",
-        "    for b in /sys/block/vd*; do",
-        '      [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }',
-        "    done",
-        "    sleep 0.1",
-        "  done",
-        "  return 1",
-        "}",
+    ] + guest().VM_DEV_FUNCTION + [
         'mount -t tmpfs -o mode=0755,size=16m cfsf-srv /srv || fail "tmpfs on /srv"',
     ]
     for kind in kinds:

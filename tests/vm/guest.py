@@ -147,23 +147,27 @@ def _make_disk(disk: Disk, path: str) -> None:
             raise GuestSetupError("%s failed (exit %d):\n%s" % (shlex.join(argv), proc.returncode, proc.stdout.decode(errors="replace")))
 
 
+# Shell function for job scripts (here and tests/fleet/vmhost.py): `vm_dev SERIAL` prints a virtio disk's device.
+VM_DEV_FUNCTION = [
+    "vm_dev() {",
+    "  for _ in $(seq 50); do",
+    "    for b in /sys/block/vd*; do",
+    '      [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }',
+    "    done",
+    "    sleep 0.1",
+    "  done",
+    "  return 1",
+    "}",
+]
+
+
 def _job_script(argv: Sequence[str], disks: Sequence[Disk], env: Mapping[str, str], cwd: str) -> str:
     q = shlex.quote
     lines = [
         "# job.sh written by tests/vm/guest.py; run by the guest's /init, chrooted into the host's root",
         "share=%s" % q(GUEST_SHARE),
         'fail() { echo "vm-job: FATAL: $*"; echo "$*" >"$share/setup-error"; exit 1; }',
-        # the virtio disks by serial; probing is synchronous, the retries are a precaution
-        "vm_dev() {",
-        "  for _ in $(seq 50); do",
-        "    for b in /sys/block/vd*; do",
-        '      [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }',
-        "    done",
-        "    sleep 0.1",
-        "  done",
-        "  return 1",
-        "}",
-    ]
+    ] + VM_DEV_FUNCTION  # the virtio disks by serial; probing is synchronous, the retries are a precaution
     assignments = []
     for i, disk in enumerate(disks):
         lines.append('dev%d=$(vm_dev %s) || fail "no virtio disk with serial %s"' % (i, q(disk.name), disk.name))

@@ -54,6 +54,14 @@ def _norm(path):
     return os.path.normpath(path) if path else path
 
 
+def _refuse_covered(req, current):
+    """Our mount at req.path has another mount on top: touching it would act on the wrong one."""
+    if current.kind == "covered":
+        raise MountError("the composefs mount this module made at %s is covered by another mount (%s %s, mount id "
+                         "%d); unmount that one first" % (req.path, current.entry.fstype, current.entry.source,
+                                                          current.entry.mount_id), "foreign-mount")
+
+
 class Request:
     """The module's parameters, validated and normalised."""
 
@@ -287,10 +295,7 @@ class MountRun:
 
     def _ensure_mounted(self, current):
         req = self.req
-        if current.kind == "covered":
-            raise MountError("the composefs mount this module made at %s is covered by another mount (%s %s, mount id "
-                             "%d); unmount that one first" % (req.path, current.entry.fstype, current.entry.source,
-                                                              current.entry.mount_id), "foreign-mount")
+        _refuse_covered(req, current)
         if current.kind == "other":
             e = current.entry
             raise MountError("%s is already a mount point of something this module did not mount (%s, source %s, "
@@ -372,10 +377,7 @@ class MountRun:
 
     def _ensure_unmounted(self, current, mounts):
         req = self.req
-        if current.kind == "covered":
-            raise MountError("the composefs mount this module made at %s is covered by another mount (%s %s, mount id "
-                             "%d); unmount that one first" % (req.path, current.entry.fstype, current.entry.source,
-                                                              current.entry.mount_id), "foreign-mount")
+        _refuse_covered(req, current)
         if current.kind == "other":
             e = current.entry
             self.warnings.append("%s holds a mount this module did not make (%s, source %s, mount id %d); it was left "
