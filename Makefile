@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle demo test test-unit test-unit-py39 \
+.PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle setup-sid-root demo test test-unit test-unit-py39 \
         test-integration test-fleet test-vm sanity lint molecule bench clean
 
 help:
@@ -31,6 +31,9 @@ setup-vm: setup-host
 # mkcomposefs 1.0.8, the reference the image tests compare bytes with
 setup-oracle: setup-host
 	scripts/fetch-oracle.sh
+# Debian sid root filesystem (Podman 5, composefs, ostree) for the real-Podman and ostree tiers
+setup-sid-root: setup-host
+	scripts/setup-sid-root.sh
 setup: setup-host setup-venv
 
 # ---- the demo ----
@@ -38,7 +41,7 @@ demo: setup
 	$(VENV)/bin/ansible-playbook playbooks/demo.yml
 
 # ---- every tier and gate ----
-test: setup setup-py39 setup-vm setup-oracle
+test: setup setup-py39 setup-vm setup-oracle setup-sid-root
 	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration test-fleet sanity lint molecule test-vm
 	@echo "make test: every tier and gate passed"
 
