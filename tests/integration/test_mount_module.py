@@ -26,7 +26,7 @@ from module_exec import exec_module
 from support import TOP
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import read_mountinfo
-from ansible_collections.composefs.fleet.plugins.module_utils.mount import composefs_mount, manager, state, syscalls
+from ansible_collections.composefs.fleet.plugins.module_utils.mount import composefs_mount, image_copy, manager, state, syscalls
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 
 ORACLE_HELPER = os.path.join(cfs_oracle.BIN, "mount.composefs")
@@ -68,7 +68,7 @@ class Images:
 
     def args(self, name="a", **extra):
         args = {"path": self.mnt, "image": self.image[name], "basedir": [self.store], "digest": self.digest[name],
-                "verity": "userspace", "helper": "never"}
+                "verity": "userspace", "helper": "never", "state": "ephemeral"}
         args.update(extra)
         return args
 
@@ -117,11 +117,17 @@ def _tmp_entries():
     return os.listdir(RUN_TMP) if os.path.isdir(RUN_TMP) else []
 
 
+def _copies():
+    return os.listdir(image_copy.IMAGES_DIR) if os.path.isdir(image_copy.IMAGES_DIR) else []
+
+
 def assert_clean(base, path=None):
-    """Nothing of ours left: mounts, loop devices, temporary mount points, records."""
+    """Nothing of ours left: mounts, loop devices, temporary mount points, image copies, records."""
     assert _mounts_below(base) == []
     assert _loops_for(base) == {} and _losetup_lists(base) == []
+    assert _loops_for(image_copy.IMAGES_DIR) == {}
     assert _tmp_entries() == []
+    assert _copies() == []
     if path is not None:
         assert state.load_record(path) is None
 
@@ -132,6 +138,7 @@ def cfs(tmp_path):
     images = Images(base)
     before = set(_tmp_entries())
     assert before == set(), "stale entries in %s: %s" % (RUN_TMP, before)
+    assert _copies() == [], "stale image copies in %s" % image_copy.IMAGES_DIR
     yield images
     # Undo whatever a failed test left mounted, innermost first, then drop records.
     for entry in sorted(_mounts_below(base), key=lambda e: -len(e.mountpoint)):
@@ -139,6 +146,8 @@ def cfs(tmp_path):
     for name in os.listdir(state.MOUNTS_DIR) if os.path.isdir(state.MOUNTS_DIR) else []:
         if name.startswith(state.escape_path(base)):
             os.unlink(os.path.join(state.MOUNTS_DIR, name))
+    for name in _copies():
+        image_copy.remove_if_unused(os.path.join(image_copy.IMAGES_DIR, name))
 
 
 def _ok(res):
@@ -196,7 +205,8 @@ def test_image_module_image_mounts_with_verity_off(cfs, tmp_path):
     built = _ok(run_module("composefs.fleet.image", {"src": cfs.src["b"], "dest": image, "digest_store": store}))
     assert built["digest"] == cfs.digest["b"]  # byte-identical to the oracle's
     res = _ok(run_module("composefs.fleet.mount", {"path": cfs.mnt, "image": image, "basedir": [store],
-                                                   "digest": "sha256:" + built["digest"], "verity": "off"}))
+                                                   "digest": "sha256:" + built["digest"], "verity": "off",
+                                                   "state": "ephemeral"}))
     assert res["changed"] and res["verity"] == "none" and res["objects"] is None
     assert USERSPACE_WARNING not in res["_stderr"]
     assert _read(os.path.join(cfs.mnt, "hello.txt")) == b"hello from B\n"
@@ -296,9 +306,9 @@ def test_loop_device_and_legacy_lowerdir_string_clean_up(cfs):
     assert res["changed"] and res["backing"] == "loop"
     legacy = [o for o in res["options"] if o.startswith("lowerdir=")]
     assert legacy and legacy[0].endswith("::" + composefs_mount.escape_lowerdir(colon_store)), res["options"]
-    loops = _loops_for(cfs.base, wait=0)
-    assert list(loops.values()) == [cfs.image["a"]], loops
-    assert len(_losetup_lists(cfs.base)) == 1
+    loops = _loops_for(image_copy.IMAGES_DIR, wait=0)
+    assert list(loops.values()) == [res["image_copy"]] == [image_copy.copy_path(cfs.digest["a"])], loops
+    assert len(_losetup_lists(image_copy.IMAGES_DIR)) == 1
     assert _read(os.path.join(cfs.mnt, "big")) == _read(os.path.join(cfs.src["a"], "big"))
     # The module recognises the legacy mount as its own (idempotent), then unmounts it; autoclear frees the loop.
     again = _ok(exec_module("mount", cfs.args(basedir=[colon_store])))
@@ -486,7 +496,7 @@ def test_kernel_without_file_backed_erofs_uses_a_loop_device(cfs, monkeypatch):
     assert_clean(cfs.base, cfs.mnt)
     assert not os.path.exists(cfs.mnt)  # the mount point this run created went again
     res = _run_in_process(cfs)
-    assert res["backing"] == "loop" and list(_loops_for(cfs.base, wait=0).values()) == [cfs.image["a"]]
+    assert res["backing"] == "loop" and list(_loops_for(image_copy.IMAGES_DIR, wait=0).values()) == [res["image_copy"]]
     monkeypatch.undo()
     _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
     assert_clean(cfs.base, cfs.mnt)
@@ -497,10 +507,10 @@ def test_kernel_without_move_beneath_keeps_the_old_mount(cfs, monkeypatch):
     [old] = _composefs_at(cfs.mnt)
     real = syscalls.move_mount
 
-    def move_mount(fd, target, beneath=False):
+    def move_mount(fd, target, beneath=False, target_fd=None):
         if beneath:
             raise syscalls.SyscallError(errno.EINVAL, "move_mount(%s, MOVE_MOUNT_BENEATH)" % target)
-        return real(fd, target, beneath)
+        return real(fd, target, beneath, target_fd)
     monkeypatch.setattr(syscalls, "move_mount", move_mount)
     monkeypatch.setattr(composefs_mount, "kernel_version", lambda release=None: (6, 1))
     request = manager.Request(cfs.mnt, cfs.image["b"], [cfs.store], cfs.digest["b"], verity="userspace", helper="never")
@@ -546,7 +556,7 @@ def _module_command(tmp_path, name, args):
 def test_present_writes_fstab_and_boots_from_it(cfs, tmp_path):
     fstab = tmp_path / "fstab"
     fstab.write_text(OTHER_FSTAB)
-    args = cfs.args(state="present", fstab=str(fstab))
+    args = cfs.args(state="mounted", fstab=str(fstab))
     check = _ok(exec_module("mount", args, check=True, diff=True))
     assert check["changed"] and fstab.read_text() == OTHER_FSTAB and _composefs_at(cfs.mnt) == []
     assert check["diff"]["before"]["fstab"] is None and "composefs basedir=" in check["diff"]["after"]["fstab"]
@@ -569,14 +579,14 @@ def test_present_writes_fstab_and_boots_from_it(cfs, tmp_path):
         "mount -a -t composefs",
         "cat %s/hello.txt > %s/booted-content" % (cfs.mnt, tmp_path),
         "grep ' %s ' /proc/self/mountinfo > %s/booted-mounts" % (cfs.mnt, tmp_path),
-        _module_command(tmp_path, "present", args),
+        _module_command(tmp_path, "mounted", args),
         _module_command(tmp_path, "absent", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}),
         "! grep -q ' %s ' /proc/self/mountinfo" % cfs.mnt,
     ])
     assert proc.returncode == 0, proc.stdout
     assert (tmp_path / "booted-content").read_text() == "hello from A\n"
     assert " - overlay composefs " in (tmp_path / "booted-mounts").read_text()
-    present = json.loads((tmp_path / "present.out").read_text())
+    present = json.loads((tmp_path / "mounted.out").read_text())
     assert not present.get("failed") and not present["changed"] and present["mounted"], present  # taken over as ours
     assert present["digest"] == cfs.digest["a"] and present["backing"] == "helper"
     absent = json.loads((tmp_path / "absent.out").read_text())
@@ -593,7 +603,7 @@ def test_require_line_and_foreign_fstab_entries(cfs, tmp_path):
     fstab = tmp_path / "fstab"
     foreign = "/srv/x.cfs %s composefs basedir=/srv/o 0 0\n" % cfs.mnt
     fstab.write_text(OTHER_FSTAB + foreign)
-    res = _failed(exec_module("mount", cfs.args(state="present", fstab=str(fstab))), "did not write", "line 3")
+    res = _failed(exec_module("mount", cfs.args(state="mounted", fstab=str(fstab))), "did not write", "line 3")
     assert res["error"] == "foreign-mount" and _composefs_at(cfs.mnt) == []
     left = _ok(exec_module("mount", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}))
     assert not left["changed"] and fstab.read_text() == OTHER_FSTAB + foreign
