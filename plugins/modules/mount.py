@@ -123,7 +123,7 @@ options:
       - V(absent) unmounts it and removes the fstab line.
       - V(remounted) mounts it afresh even if the same image is mounted (the old mount is replaced in place); O(fstab)
         is not touched.
-      - Required, as in M(ansible.posix.mount). Before 0.2.0, V(mounted) meant what V(ephemeral) means now, and
+      - Required, as in M(ansible.posix.mount). In 0.1.0, V(mounted) meant what V(ephemeral) means now, and
         V(present) mounted as well.
     type: str
     choices: [mounted, present, ephemeral, unmounted, absent, remounted]

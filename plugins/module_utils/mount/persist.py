@@ -76,6 +76,21 @@ def _option_value(name, value):
     return value
 
 
+# systemd splits RequiresMountsFor= at whitespace and unquotes backslashes and quotes.
+_SYSTEMD_UNSAFE = re.compile(r"[,\s\\\"'%]")
+
+
+def _requires_path(path):
+    """The path for ``x-systemd.requires-mounts-for=``: ``path``, or its longest ancestor systemd reads unchanged.
+
+    The ordering it gives is the mounts above the path; a name systemd would
+    split or unquote is cut off, keeping every mount above it.
+    """
+    while _SYSTEMD_UNSAFE.search(path):
+        path = os.path.dirname(path)
+    return path or "/"
+
+
 class FstabEntry:
     """A managed composefs line (with its marker), as written or as read back."""
 
@@ -103,7 +118,7 @@ class FstabEntry:
             opts.append("ro")
         needs = [self.image] + self.basedirs + [p for p in (self.upperdir, self.workdir) if p]
         for path in needs:
-            opts.append("x-systemd.requires-mounts-for=" + _option_value("path", path))
+            opts.append("x-systemd.requires-mounts-for=" + _requires_path(path))
         return opts
 
     def lines(self):
