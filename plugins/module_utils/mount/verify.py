@@ -17,10 +17,16 @@ between check and mount changes nothing.
 ``userspace``
     For kernels that cannot enforce fs-verity: the image's digest is computed
     in userspace and compared with the pin, and every object the image
-    references must exist in a basedir. Nothing is checked after mounting.
+    references must exist in a basedir (``verify_objects: digest``: and have
+    its digest, hashed in userspace). The checked bytes are mounted from a
+    private copy (:mod:`.image_copy`), since the file itself could be
+    rewritten in place. Nothing is checked after mounting.
 ``off``
     No check of the objects and no kernel verity. A pinned digest, when one
     is given, is still compared (a pin is never ignored).
+
+With a pin, in every mode, the image may only reference digest-named objects
+(:func:`check_payload_names`).
 """
 
 from __future__ import absolute_import, division, print_function
