@@ -12,7 +12,9 @@ bound to its files, no temporary directory in /run/composefs-fleet/tmp, no recor
 import errno
 import json
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from module_exec import exec_module
 from support import TOP
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import read_mountinfo
-from ansible_collections.composefs.fleet.plugins.module_utils.mount import composefs_mount, manager, state, syscalls
+from ansible_collections.composefs.fleet.plugins.module_utils.mount import composefs_mount, image_copy, manager, state, syscalls
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 
 ORACLE_HELPER = os.path.join(cfs_oracle.BIN, "mount.composefs")
@@ -68,7 +70,7 @@ class Images:
 
     def args(self, name="a", **extra):
         args = {"path": self.mnt, "image": self.image[name], "basedir": [self.store], "digest": self.digest[name],
-                "verity": "userspace", "helper": "never"}
+                "verity": "userspace", "helper": "never", "state": "ephemeral"}
         args.update(extra)
         return args
 
@@ -117,11 +119,17 @@ def _tmp_entries():
     return os.listdir(RUN_TMP) if os.path.isdir(RUN_TMP) else []
 
 
+def _copies():
+    return os.listdir(image_copy.IMAGES_DIR) if os.path.isdir(image_copy.IMAGES_DIR) else []
+
+
 def assert_clean(base, path=None):
-    """Nothing of ours left: mounts, loop devices, temporary mount points, records."""
+    """Nothing of ours left: mounts, loop devices, temporary mount points, image copies, records."""
     assert _mounts_below(base) == []
     assert _loops_for(base) == {} and _losetup_lists(base) == []
+    assert _loops_for(image_copy.IMAGES_DIR) == {}
     assert _tmp_entries() == []
+    assert _copies() == []
     if path is not None:
         assert state.load_record(path) is None
 
@@ -132,6 +140,7 @@ def cfs(tmp_path):
     images = Images(base)
     before = set(_tmp_entries())
     assert before == set(), "stale entries in %s: %s" % (RUN_TMP, before)
+    assert _copies() == [], "stale image copies in %s" % image_copy.IMAGES_DIR
     yield images
     # Undo whatever a failed test left mounted, innermost first, then drop records.
     for entry in sorted(_mounts_below(base), key=lambda e: -len(e.mountpoint)):
@@ -139,6 +148,8 @@ def cfs(tmp_path):
     for name in os.listdir(state.MOUNTS_DIR) if os.path.isdir(state.MOUNTS_DIR) else []:
         if name.startswith(state.escape_path(base)):
             os.unlink(os.path.join(state.MOUNTS_DIR, name))
+    for name in _copies():
+        image_copy.remove_if_unused(os.path.join(image_copy.IMAGES_DIR, name))
 
 
 def _ok(res):
@@ -196,7 +207,8 @@ def test_image_module_image_mounts_with_verity_off(cfs, tmp_path):
     built = _ok(run_module("composefs.fleet.image", {"src": cfs.src["b"], "dest": image, "digest_store": store}))
     assert built["digest"] == cfs.digest["b"]  # byte-identical to the oracle's
     res = _ok(run_module("composefs.fleet.mount", {"path": cfs.mnt, "image": image, "basedir": [store],
-                                                   "digest": "sha256:" + built["digest"], "verity": "off"}))
+                                                   "digest": "sha256:" + built["digest"], "verity": "off",
+                                                   "state": "ephemeral"}))
     assert res["changed"] and res["verity"] == "none" and res["objects"] is None
     assert USERSPACE_WARNING not in res["_stderr"]
     assert _read(os.path.join(cfs.mnt, "hello.txt")) == b"hello from B\n"
@@ -296,9 +308,9 @@ def test_loop_device_and_legacy_lowerdir_string_clean_up(cfs):
     assert res["changed"] and res["backing"] == "loop"
     legacy = [o for o in res["options"] if o.startswith("lowerdir=")]
     assert legacy and legacy[0].endswith("::" + composefs_mount.escape_lowerdir(colon_store)), res["options"]
-    loops = _loops_for(cfs.base, wait=0)
-    assert list(loops.values()) == [cfs.image["a"]], loops
-    assert len(_losetup_lists(cfs.base)) == 1
+    loops = _loops_for(image_copy.IMAGES_DIR, wait=0)
+    assert list(loops.values()) == [res["image_copy"]] == [image_copy.copy_path(cfs.digest["a"])], loops
+    assert len(_losetup_lists(image_copy.IMAGES_DIR)) == 1
     assert _read(os.path.join(cfs.mnt, "big")) == _read(os.path.join(cfs.src["a"], "big"))
     # The module recognises the legacy mount as its own (idempotent), then unmounts it; autoclear frees the loop.
     again = _ok(exec_module("mount", cfs.args(basedir=[colon_store])))
@@ -486,7 +498,7 @@ def test_kernel_without_file_backed_erofs_uses_a_loop_device(cfs, monkeypatch):
     assert_clean(cfs.base, cfs.mnt)
     assert not os.path.exists(cfs.mnt)  # the mount point this run created went again
     res = _run_in_process(cfs)
-    assert res["backing"] == "loop" and list(_loops_for(cfs.base, wait=0).values()) == [cfs.image["a"]]
+    assert res["backing"] == "loop" and list(_loops_for(image_copy.IMAGES_DIR, wait=0).values()) == [res["image_copy"]]
     monkeypatch.undo()
     _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
     assert_clean(cfs.base, cfs.mnt)
@@ -497,10 +509,10 @@ def test_kernel_without_move_beneath_keeps_the_old_mount(cfs, monkeypatch):
     [old] = _composefs_at(cfs.mnt)
     real = syscalls.move_mount
 
-    def move_mount(fd, target, beneath=False):
+    def move_mount(fd, target, beneath=False, target_fd=None):
         if beneath:
             raise syscalls.SyscallError(errno.EINVAL, "move_mount(%s, MOVE_MOUNT_BENEATH)" % target)
-        return real(fd, target, beneath)
+        return real(fd, target, beneath, target_fd)
     monkeypatch.setattr(syscalls, "move_mount", move_mount)
     monkeypatch.setattr(composefs_mount, "kernel_version", lambda release=None: (6, 1))
     request = manager.Request(cfs.mnt, cfs.image["b"], [cfs.store], cfs.digest["b"], verity="userspace", helper="never")
@@ -546,7 +558,7 @@ def _module_command(tmp_path, name, args):
 def test_present_writes_fstab_and_boots_from_it(cfs, tmp_path):
     fstab = tmp_path / "fstab"
     fstab.write_text(OTHER_FSTAB)
-    args = cfs.args(state="present", fstab=str(fstab))
+    args = cfs.args(state="mounted", fstab=str(fstab))
     check = _ok(exec_module("mount", args, check=True, diff=True))
     assert check["changed"] and fstab.read_text() == OTHER_FSTAB and _composefs_at(cfs.mnt) == []
     assert check["diff"]["before"]["fstab"] is None and "composefs basedir=" in check["diff"]["after"]["fstab"]
@@ -569,14 +581,14 @@ def test_present_writes_fstab_and_boots_from_it(cfs, tmp_path):
         "mount -a -t composefs",
         "cat %s/hello.txt > %s/booted-content" % (cfs.mnt, tmp_path),
         "grep ' %s ' /proc/self/mountinfo > %s/booted-mounts" % (cfs.mnt, tmp_path),
-        _module_command(tmp_path, "present", args),
+        _module_command(tmp_path, "mounted", args),
         _module_command(tmp_path, "absent", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}),
         "! grep -q ' %s ' /proc/self/mountinfo" % cfs.mnt,
     ])
     assert proc.returncode == 0, proc.stdout
     assert (tmp_path / "booted-content").read_text() == "hello from A\n"
     assert " - overlay composefs " in (tmp_path / "booted-mounts").read_text()
-    present = json.loads((tmp_path / "present.out").read_text())
+    present = json.loads((tmp_path / "mounted.out").read_text())
     assert not present.get("failed") and not present["changed"] and present["mounted"], present  # taken over as ours
     assert present["digest"] == cfs.digest["a"] and present["backing"] == "helper"
     absent = json.loads((tmp_path / "absent.out").read_text())
@@ -593,8 +605,317 @@ def test_require_line_and_foreign_fstab_entries(cfs, tmp_path):
     fstab = tmp_path / "fstab"
     foreign = "/srv/x.cfs %s composefs basedir=/srv/o 0 0\n" % cfs.mnt
     fstab.write_text(OTHER_FSTAB + foreign)
-    res = _failed(exec_module("mount", cfs.args(state="present", fstab=str(fstab))), "did not write", "line 3")
+    res = _failed(exec_module("mount", cfs.args(state="mounted", fstab=str(fstab))), "did not write", "line 3")
     assert res["error"] == "foreign-mount" and _composefs_at(cfs.mnt) == []
     left = _ok(exec_module("mount", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}))
     assert not left["changed"] and fstab.read_text() == OTHER_FSTAB + foreign
+    assert_clean(cfs.base, cfs.mnt)
+
+
+# --- state names as in ansible.posix.mount, persistence checked before mounting -----------------------------
+
+
+def test_states_mean_what_they_mean_in_ansible_posix_mount(cfs, tmp_path):
+    fstab = tmp_path / "fstab"
+    fstab.write_text(OTHER_FSTAB)
+    args = cfs.args(fstab=str(fstab))
+    # present: persisted only, nothing mounted.
+    present = _ok(exec_module("mount", dict(args, state="present")))
+    assert present["changed"] and not present["mounted"] and _composefs_at(cfs.mnt) == []
+    line = present["fstab"].splitlines()[1]
+    assert fstab.read_text() == OTHER_FSTAB + present["fstab"] + "\n"
+    assert not _ok(exec_module("mount", dict(args, state="present")))["changed"]
+    # mounted: mounted now, the line already there (changed because of the mount, from the real state).
+    mounted = _ok(exec_module("mount", dict(args, state="mounted")))
+    assert mounted["changed"] and mounted["mounted"] and len(_composefs_at(cfs.mnt)) == 1
+    assert not _ok(exec_module("mount", dict(args, state="mounted")))["changed"]
+    # unmounted: the mount goes, the line stays.
+    gone = _ok(exec_module("mount", dict(args, state="unmounted")))
+    assert gone["changed"] and _composefs_at(cfs.mnt) == [] and line in fstab.read_text()
+    # ephemeral: mounted, fstab untouched (its line stays as it was, nothing added).
+    before = fstab.read_text()
+    eph = _ok(exec_module("mount", cfs.args("b", fstab=str(fstab), state="ephemeral")))
+    assert eph["changed"] and eph["digest"] == cfs.digest["b"] and "fstab" not in eph and fstab.read_text() == before
+    # remounted: mounted afresh, fstab untouched.
+    [old] = _composefs_at(cfs.mnt)
+    again = _ok(exec_module("mount", cfs.args("b", fstab=str(fstab), state="remounted")))
+    assert again["changed"] and _composefs_at(cfs.mnt)[0].mount_id != old.mount_id and fstab.read_text() == before
+    # absent: unmounted and the line removed; the rest of the file as it was.
+    absent = _ok(exec_module("mount", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}))
+    assert absent["changed"] and not absent["mounted"] and absent["fstab"] is None
+    assert fstab.read_text() == OTHER_FSTAB
+    assert not _ok(exec_module("mount", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}))["changed"]
+    # state is required, as in ansible.posix.mount.
+    no_state = dict(cfs.args())
+    del no_state["state"]
+    _failed(exec_module("mount", no_state), "missing required arguments: state")
+    assert_clean(cfs.base, cfs.mnt)
+
+
+def test_backup_of_the_fstab(cfs, tmp_path):
+    (tmp_path / "etc").mkdir()
+    fstab = tmp_path / "etc" / "fstab"
+    fstab.write_text(OTHER_FSTAB)
+    args = cfs.args(fstab=str(fstab), state="present", backup=True)
+    check = _ok(exec_module("mount", args, check=True))
+    assert check["changed"] and "backup_file" not in check and os.listdir(str(fstab.parent)) == ["fstab"]
+    res = _ok(exec_module("mount", args))
+    assert res["changed"] and res["backup_file"].startswith(str(fstab) + ".") and res["backup_file"].endswith("~")
+    assert _read(res["backup_file"]) == OTHER_FSTAB.encode()
+    unchanged = _ok(exec_module("mount", args))
+    assert not unchanged["changed"] and "backup_file" not in unchanged  # nothing written, nothing backed up
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "absent", "fstab": str(fstab)}))
+    assert fstab.read_text() == OTHER_FSTAB
+    assert_clean(cfs.base, cfs.mnt)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory on a read-only bind mount (the fstab's directory on a read-only /etc)."""
+    path = tmp_path / "ro-etc"
+    path.mkdir()
+    (path / "fstab").write_text(OTHER_FSTAB)
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_unwritable_fstab_fails_before_mounting(cfs, readonly_dir):
+    fstab = readonly_dir / "fstab"
+    args = cfs.args(state="mounted", fstab=str(fstab))
+    for check in (True, False):
+        res = _failed(exec_module("mount", args, check=check), "cannot write %s" % fstab, "nothing was changed")
+        assert res["error"] == "persist" and not res["changed"]
+        assert _composefs_at(cfs.mnt) == [] and not os.path.exists(cfs.mnt)
+    assert fstab.read_text() == OTHER_FSTAB
+    # A state that leaves the fstab as it is does not need it writable.
+    assert _ok(exec_module("mount", cfs.args(state="ephemeral", fstab=str(fstab))))["changed"]
+    assert not _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted", "fstab": str(fstab)}))["failed"]
+    assert_clean(str(cfs.base) + "/mnt", cfs.mnt)
+
+
+def test_failed_fstab_write_rolls_the_new_mount_back(cfs, tmp_path, monkeypatch):
+    from ansible_collections.composefs.fleet.plugins.module_utils.mount import persist
+    fstab = tmp_path / "fstab"
+    fstab.write_text(OTHER_FSTAB)
+
+    def write_fstab(path, text):
+        raise MountError("cannot write %s: No space left on device" % path, "persist")
+    monkeypatch.setattr(persist, "write_fstab", write_fstab)
+    request = manager.Request(cfs.mnt, cfs.image["a"], [cfs.store], cfs.digest["a"], verity="userspace",
+                              helper="never", state="mounted", fstab=str(fstab))
+    run = manager.MountRun(request)
+    with pytest.raises(MountError) as exc:
+        run.run()
+    assert "No space left on device" in str(exc.value)
+    assert not run.host_changed and not run.changed  # rolled back: the failure reports changed=false truthfully
+    assert _composefs_at(cfs.mnt) == [] and not os.path.exists(cfs.mnt) and fstab.read_text() == OTHER_FSTAB
+    assert_clean(cfs.base, cfs.mnt)
+    # Replacing a mount cannot be rolled back: then the failure says changed=true.
+    monkeypatch.undo()
+    _ok(exec_module("mount", cfs.args(state="ephemeral")))
+    monkeypatch.setattr(persist, "write_fstab", write_fstab)
+    run = manager.MountRun(manager.Request(cfs.mnt, cfs.image["b"], [cfs.store], cfs.digest["b"], verity="userspace",
+                                          helper="never", state="mounted", fstab=str(fstab)))
+    with pytest.raises(MountError):
+        run.run()
+    assert run.host_changed
+    monkeypatch.undo()
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
+    assert_clean(cfs.base, cfs.mnt)
+
+
+def test_special_characters_in_fstab_fields_are_escaped_and_boot(tmp_path):
+    """Spaces (and a tab) in the mount point, the image and the basedir: octal escapes that mount(8) reads back."""
+    base = str(tmp_path / "with space")
+    os.makedirs(base)
+    images = Images(base)
+    images.mnt = os.path.join(base, "mount\tpoint")
+    fstab = tmp_path / "fstab"
+    fstab.write_text(OTHER_FSTAB)
+    try:
+        res = _ok(exec_module("mount", images.args(state="mounted", fstab=str(fstab))))
+        line = res["fstab"].splitlines()[1]
+        assert line.split(" ")[:2] == [images.image["a"].replace(" ", "\\040"),
+                                       images.mnt.replace(" ", "\\040").replace("\t", "\\011")]
+        assert "basedir=%s" % images.store.replace(" ", "\\040") in line and len(line.split()) == 6
+        assert not _ok(exec_module("mount", images.args(state="mounted", fstab=str(fstab))))["changed"]  # read back
+        _ok(exec_module("mount", {"path": images.mnt, "state": "unmounted", "fstab": str(fstab)}))
+        proc = _in_boot_namespace(images, tmp_path, fstab, [
+            "mount -a -t composefs",
+            "cat %s/hello.txt > %s/booted-content" % (shlex.quote(images.mnt), tmp_path),
+            _module_command(tmp_path, "absent", {"path": images.mnt, "state": "absent", "fstab": str(fstab)}),
+        ])
+        assert proc.returncode == 0, proc.stdout
+        assert (tmp_path / "booted-content").read_text() == "hello from A\n"
+        assert not json.loads((tmp_path / "absent.out").read_text()).get("failed")
+        assert fstab.read_text() == OTHER_FSTAB
+    finally:
+        for entry in sorted(_mounts_below(base), key=lambda e: -len(e.mountpoint)):
+            subprocess.run(["umount", "-l", entry.mountpoint], check=False)
+    assert_clean(base, images.mnt)
+
+
+# --- symlinked mount points, preflight in check mode ---------------------------------------------------------
+
+
+def test_symlinked_mount_point_is_refused(cfs, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.symlink(str(victim), cfs.mnt)
+    for check in (True, False):
+        res = _failed(exec_module("mount", cfs.args(), check=check), "is a symlink", "refusing to mount over")
+        assert res["error"] == "invalid"
+        assert _mounts_below(str(victim)) == [] and _composefs_at(cfs.mnt) == []
+    # A symlink further up the path is refused too (no realpath following).
+    via = tmp_path / "via"
+    os.symlink(str(tmp_path), str(via))
+    res = _failed(exec_module("mount", cfs.args(path=str(via / "mnt2"))), "goes through a symlink")
+    assert not (tmp_path / "mnt2").exists() and _mounts_below(str(tmp_path)) == []
+    # present would mount over the target at boot: refused as well.
+    fstab = tmp_path / "fstab"
+    _failed(exec_module("mount", cfs.args(state="present", fstab=str(fstab))), "is a symlink")
+    assert not fstab.exists()
+    assert_clean(cfs.base)
+
+
+def test_symlink_planted_after_the_checks_is_not_followed(cfs, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.makedirs(cfs.mnt)
+
+    def plant(_check):
+        os.rmdir(cfs.mnt)
+        os.symlink(str(victim), cfs.mnt)
+    request = manager.Request(cfs.mnt, cfs.image["a"], [cfs.store], cfs.digest["a"], verity="userspace", helper="never")
+    with pytest.raises(MountError) as exc:
+        manager.MountRun(request, before_mount=plant).run()
+    assert "symlink" in str(exc.value)
+    assert _mounts_below(str(victim)) == [] and _mounts_below(cfs.base) == []
+    os.unlink(cfs.mnt)
+    assert_clean(cfs.base, cfs.mnt)
+
+
+def test_check_mode_runs_the_same_preflight(cfs, tmp_path):
+    _write(cfs.mnt, b"a regular file")
+    for check in (True, False):
+        _failed(exec_module("mount", cfs.args(), check=check), "exists and is not a directory")
+    os.unlink(cfs.mnt)
+    work = tmp_path / "work"
+    work.mkdir()
+    for check in (True, False):
+        res = _failed(exec_module("mount", cfs.args(upperdir=str(tmp_path / "no-upper"), workdir=str(work)),
+                                  check=check), "upperdir %s" % (tmp_path / "no-upper"), "create it first")
+        assert res["error"] == "invalid" and not os.path.exists(cfs.mnt)
+    fstab = tmp_path / "no-such-dir" / "fstab"
+    for check in (True, False):
+        _failed(exec_module("mount", cfs.args(state="mounted", fstab=str(fstab)), check=check),
+                "directory %s does not exist" % fstab.parent)
+        assert not os.path.exists(cfs.mnt)
+    assert_clean(cfs.base, cfs.mnt)
+
+
+# --- userspace: the checked bytes are the mounted bytes -----------------------------------------------------------
+
+
+def _rewrite_in_place(path, data):
+    inode = os.stat(path).st_ino
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate()
+    assert os.stat(path).st_ino == inode
+
+
+def test_userspace_mounts_the_checked_bytes_not_a_rewritten_image(cfs):
+    swapped = _read(cfs.image["b"])
+    request = manager.Request(cfs.mnt, cfs.image["a"], [cfs.store], cfs.digest["a"], verity="userspace", helper="never")
+    res = manager.MountRun(request, before_mount=lambda check: _rewrite_in_place(cfs.image["a"], swapped)).run()
+    assert res["changed"] and res["digest"] == cfs.digest["a"]
+    assert _read(os.path.join(cfs.mnt, "hello.txt")) == b"hello from A\n"  # the checked image, not what is there now
+    copy = res["image_copy"]
+    assert copy == os.path.join(image_copy.IMAGES_DIR, cfs.digest["a"])
+    st = os.stat(image_copy.IMAGES_DIR)
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == 0
+    from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
+    assert file_digest(copy).hex() == cfs.digest["a"]
+    # The image file no longer has the pin: the next run says so, and the mount stays.
+    _failed(exec_module("mount", cfs.args()), "image digest %s, pinned %s" % (cfs.digest["b"], cfs.digest["a"]))
+    assert _read(os.path.join(cfs.mnt, "hello.txt")) == b"hello from A\n"
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
+    assert not os.path.exists(copy)  # the copy goes with its last mount
+    assert_clean(cfs.base, cfs.mnt)
+
+
+def test_image_copy_is_shared_and_removed_with_its_last_mount(cfs, tmp_path):
+    second = str(tmp_path / "mnt2")
+    first = _ok(exec_module("mount", cfs.args()))
+    other = _ok(exec_module("mount", cfs.args(path=second)))
+    assert first["image_copy"] == other["image_copy"] and os.path.exists(first["image_copy"])
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
+    assert os.path.exists(first["image_copy"])  # still used by the second mount
+    assert _read(os.path.join(second, "hello.txt")) == b"hello from A\n"
+    # Replacing the second mount with another digest drops the old copy, keeps the new one.
+    swapped = _ok(exec_module("mount", cfs.args("b", path=second)))
+    assert not os.path.exists(first["image_copy"]) and os.path.exists(swapped["image_copy"])
+    _ok(exec_module("mount", {"path": second, "state": "unmounted"}))
+    assert_clean(cfs.base, second)
+
+
+# --- payloads of a pinned image, verify_objects ---------------------------------------------------------------------
+
+
+def _dump_image(tmp_path, name, payload, digest="-"):
+    image = str(tmp_path / ("%s.cfs" % name))
+    dump = ("/ 4096 40755 2 0 0 0 0.0 - - -\n/file 5000 100644 1 0 0 0 0.0 %s - %s\n" % (payload, digest)).encode()
+    cfs_oracle.mkcomposefs_from_dump(dump, image)
+    from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
+    return image, file_digest(image).hex()
+
+
+def test_pinned_image_may_only_reference_digest_named_objects(cfs, tmp_path):
+    store = tmp_path / "plain-store"
+    (store / "etc").mkdir(parents=True)
+    (store / "etc" / "passwd").write_bytes(b"x" * 5000)
+    image, digest = _dump_image(tmp_path, "plain", "etc/passwd")
+    args = {"path": cfs.mnt, "image": image, "basedir": [str(store)], "verity": "userspace", "helper": "never",
+            "state": "ephemeral"}
+    for check in (True, False):
+        res = _failed(exec_module("mount", dict(args, digest=digest), check=check), "'etc/passwd'",
+                      "not an object-store name")
+        assert res["error"] == "invalid" and _composefs_at(cfs.mnt) == []
+    res = _failed(exec_module("mount", dict(args, digest=digest, verity="off")), "not an object-store name")
+    # Without a pin (insecure), a plain directory tree as basedir is still allowed, as composefs allows it.
+    plain = _ok(exec_module("mount", dict(args, insecure=True)))
+    assert plain["changed"] and _read(os.path.join(cfs.mnt, "file")) == b"x" * 5000
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
+    # A digest-named payload that is not the object of the digest the image records for it.
+    real = cfs.object_of("a", "big")
+    rel = os.path.relpath(real, cfs.store)
+    image2, digest2 = _dump_image(tmp_path, "misnamed", rel, "ab" * 32)
+    res = _failed(exec_module("mount", {"path": cfs.mnt, "image": image2, "basedir": [cfs.store], "digest": digest2,
+                                        "verity": "userspace", "helper": "never", "state": "ephemeral"}),
+                  rel, "the image records digest %s" % ("ab" * 32))
+    assert res["error"] == "invalid"
+    assert_clean(cfs.base, cfs.mnt)
+
+
+def test_verify_objects_digest_finds_a_tampered_object(cfs):
+    victim = cfs.object_of("a", "objs/f3")
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:  # same name, same size, other bytes
+        f.write(b"Z" * size)
+    exists = _ok(exec_module("mount", cfs.args(verify_objects="exists")))
+    assert exists["changed"] and USERSPACE_WARNING in str(exists["warnings"])
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
+    res = _failed(exec_module("mount", cfs.args(verify_objects="digest")), "verify_objects=digest",
+                  "1 of the 9 objects", os.path.relpath(victim, cfs.store))
+    assert res["error"] == "objects-digest" and _composefs_at(cfs.mnt) == []
+    _failed(exec_module("mount", cfs.args(verify_objects="digest"), check=True), "verify_objects=digest")
+    os.unlink(victim)
+    shutil.copyfile(os.path.join(cfs.src["a"], "objs", "f3"), victim)
+    ok = _ok(exec_module("mount", cfs.args(verify_objects="digest")))
+    assert ok["changed"] and ok["objects"] == 9 and "the digests of its 9 objects" in str(ok["warnings"])
+    _failed(exec_module("mount", cfs.args(verify_objects="digest", verity="off")), "for verity=userspace only")
+    _ok(exec_module("mount", {"path": cfs.mnt, "state": "unmounted"}))
     assert_clean(cfs.base, cfs.mnt)

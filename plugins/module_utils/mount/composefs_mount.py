@@ -337,27 +337,45 @@ def helper_overlay(helper, check, basedirs, upperdir=None, workdir=None, readonl
         _rmdir_quietly(staging)
 
 
+def open_mount_point(path):
+    """The mount point as an ``O_PATH`` descriptor, reached without following any symlink (ELOOP otherwise).
+
+    Mounting goes to this descriptor, not to the name, so a symlink planted at
+    ``path`` (or above it) after the checks is refused, never followed.
+    """
+    try:
+        return syscalls.open_no_symlinks(path, os.O_PATH | os.O_DIRECTORY)
+    except SyscallError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MountError("mount point %s is, or goes through, a symlink; refusing to mount over where it points "
+                             "(give the real path: %s)" % (path, os.path.realpath(path)), "invalid")
+        if exc.errno == errno.ENOTDIR:
+            raise MountError("mount point %s exists and is not a directory" % path, "invalid")
+        raise MountError("cannot open the mount point %s: %s" % (path, exc))
+
+
 def attach(detached, path, replace=None):
     """Attach ``detached`` at ``path``; with ``replace`` (the MountInfo of our mount there), in its place.
 
     Replacing mounts the new overlay beneath the old one, then detaches the old
     one (lazily: processes still using files of the old image keep them until
     they close them; new lookups see the new image). A failure before the old
-    mount is detached leaves it exactly as it was.
+    mount is detached leaves it exactly as it was. The path is opened once,
+    without following symlinks (:func:`open_mount_point`).
     """
-    if replace is None:
-        try:
-            syscalls.move_mount(detached.fd, path)
-        except SyscallError as exc:
-            raise MountError("cannot attach the composefs mount at %s: %s" % (path, exc))
-        return
-    old = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    target = open_mount_point(path)
     try:
-        if syscalls.fd_mount_id(old) != replace.mount_id:
+        if replace is None:
+            try:
+                syscalls.move_mount(detached.fd, path, target_fd=target)
+            except SyscallError as exc:
+                raise MountError("cannot attach the composefs mount at %s: %s" % (path, exc))
+            return
+        if syscalls.fd_mount_id(target) != replace.mount_id:
             raise MountError("the mount at %s changed while this module ran (mount id %s, expected %d); nothing was "
-                             "replaced" % (path, syscalls.fd_mount_id(old), replace.mount_id), "system")
+                             "replaced" % (path, syscalls.fd_mount_id(target), replace.mount_id), "system")
         try:
-            syscalls.move_mount(detached.fd, path, beneath=True)
+            syscalls.move_mount(detached.fd, path, beneath=True, target_fd=target)
         except SyscallError as exc:
             version = kernel_version()
             if exc.errno == errno.EINVAL and version is not None and version < FEATURES["move-beneath"][0]:
@@ -365,18 +383,18 @@ def attach(detached, path, replace=None):
             raise MountError("cannot mount the new image beneath the current one at %s: %s; the current mount is "
                              "unchanged" % (path, exc))
         try:
-            syscalls.umount2("/proc/self/fd/%d" % old, syscalls.MNT_DETACH)
+            syscalls.umount2("/proc/self/fd/%d" % target, syscalls.MNT_DETACH)
         except SyscallError as exc:
             raise MountError("the new image is mounted beneath the old one at %s, but the old one could not be "
                              "detached (%s): the old image is still what %s shows" % (path, exc, path))
     finally:
-        os.close(old)
+        os.close(target)
 
 
 def unmount(path, inside=()):
     """Unmount the mount on top of ``path`` (the caller made sure it is ours); busy is an error, nothing forced."""
     try:
-        syscalls.umount2(path)
+        syscalls.umount2(path, syscalls.UMOUNT_NOFOLLOW)
     except SyscallError as exc:
         if exc.errno == errno.EBUSY:
             why = "open files, working directories or mounts inside it"

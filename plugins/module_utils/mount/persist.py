@@ -26,6 +26,14 @@ kernel check the image against the pin at boot (and mounts with
 so for ``userspace`` and ``off`` the pin is only in the comment: at boot the
 image is mounted unchecked, and this module checks it on its next run.
 
+Fields are written as getmntent(3) and libmount read them back: a space,
+tab, newline or backslash in a path is written as an octal escape (``\\040``,
+``\\011``, ``\\012``, ``\\134``), in every field, options included, as
+ansible.posix.mount does. What no escape can carry is refused: a comma, a quote
+or a backslash inside an option value (libmount splits options at commas and
+mount.composefs reads a backslash as its own escape), and ``:`` inside a basedir
+(mount.composefs splits ``basedir=`` at ``:``).
+
 Only lines with a marker are ever changed or removed; every other line of the
 file is kept byte for byte. The file is replaced atomically.
 """
@@ -34,7 +42,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
+import shutil
+import time
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import atomic_write
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
@@ -44,9 +55,9 @@ FSTYPE = "composefs"
 MARKER = "# composefs.fleet:"
 _MARKER_RE = re.compile(r"^# composefs\.fleet: (\S+) digest=(\S+) verity=(\S+)\s*$")
 _OCTAL = re.compile(r"\\([0-7]{3})")
-# Characters an option value cannot hold: libmount splits options at commas (and knows no escape for them
-# in fstab), mount.composefs splits basedir at ':', and whitespace ends the field.
-_BAD_OPTION_CHARS = re.compile(r"[,\s\\\"']")
+# Characters an option value cannot hold, escaped or not: libmount splits options at commas (and knows no escape
+# for them in fstab) and treats quotes specially, and mount.composefs reads a backslash as an escape of its own.
+_BAD_OPTION_CHARS = re.compile(r"[,\\\"']")
 
 
 def escape_field(text):
@@ -60,9 +71,24 @@ def unescape_field(text):
 
 def _option_value(name, value):
     if _BAD_OPTION_CHARS.search(value):
-        raise MountError("%s %r cannot go into an fstab line (no commas, quotes, backslashes or whitespace)"
-                         % (name, value), "invalid")
+        raise MountError("%s %r cannot go into an fstab line's options (no commas, quotes or backslashes: libmount "
+                         "and mount.composefs have no escape for them there)" % (name, value), "invalid")
     return value
+
+
+# systemd splits RequiresMountsFor= at whitespace and unquotes backslashes and quotes.
+_SYSTEMD_UNSAFE = re.compile(r"[,\s\\\"'%]")
+
+
+def _requires_path(path):
+    """The path for ``x-systemd.requires-mounts-for=``: ``path``, or its longest ancestor systemd reads unchanged.
+
+    The ordering it gives is the mounts above the path; a name systemd would
+    split or unquote is cut off, keeping every mount above it.
+    """
+    while _SYSTEMD_UNSAFE.search(path):
+        path = os.path.dirname(path)
+    return path or "/"
 
 
 class FstabEntry:
@@ -92,13 +118,14 @@ class FstabEntry:
             opts.append("ro")
         needs = [self.image] + self.basedirs + [p for p in (self.upperdir, self.workdir) if p]
         for path in needs:
-            opts.append("x-systemd.requires-mounts-for=" + _option_value("path", path))
+            opts.append("x-systemd.requires-mounts-for=" + _requires_path(path))
         return opts
 
     def lines(self):
         """The marker comment and the fstab line, without newlines."""
         marker = "%s %s digest=%s verity=%s" % (MARKER, escape_field(self.path), self.digest or "-", self.verity)
-        line = "%s %s %s %s 0 0" % (escape_field(self.image), escape_field(self.path), FSTYPE, ",".join(self.options()))
+        line = "%s %s %s %s 0 0" % (escape_field(self.image), escape_field(self.path), FSTYPE,
+                                    escape_field(",".join(self.options())))
         return [marker, line]
 
     @classmethod
@@ -112,7 +139,7 @@ class FstabEntry:
         if unescape_field(m.group(1)) != path:
             return None
         basedirs, upperdir, workdir, readonly = [], None, None, False
-        for opt in fields[3].split(","):
+        for opt in unescape_field(fields[3]).split(","):
             key, _sep, value = opt.partition("=")
             if key == "basedir":
                 basedirs = [b for b in value.split(":") if b]
@@ -185,8 +212,37 @@ class FstabView:
         return "".join(lines)
 
 
+def check_writable(path):
+    """Fail, before anything is mounted, when ``path`` cannot be replaced (a read-only or immutable file or
+    directory, a missing directory). ``access(2)`` sees read-only filesystems and the immutable flag even for root."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise MountError("cannot write %s: directory %s does not exist" % (path, directory), "invalid")
+    if os.path.isdir(path):
+        raise MountError("cannot write %s: it is a directory" % path, "invalid")
+    problems = []
+    if not os.access(directory, os.W_OK):
+        problems.append("directory %s is not writable" % directory)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        problems.append("%s is not writable" % path)
+    if problems:
+        raise MountError("cannot write %s: %s (read-only filesystem or immutable file?); nothing was changed"
+                         % (path, "; ".join(problems)), "persist")
+
+
+def backup_fstab(path):
+    """Copy ``path`` to ``PATH.PID.YYYY-MM-DD@HH:MM:SS~`` (the name AnsibleModule.backup_local gives); returns it."""
+    dest = "%s.%s.%s" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S~", time.localtime()))
+    try:
+        shutil.copy2(path, dest)
+    except OSError as exc:
+        raise MountError("cannot back up %s to %s: %s; nothing was changed in it" % (path, dest, exc.strerror or exc),
+                         "persist")
+    return dest
+
+
 def write_fstab(path, text):
     try:
         atomic_write(path, text.encode("utf-8", "surrogateescape"), mode=0o644)
     except OSError as exc:
-        raise MountError("cannot write %s: %s" % (path, exc.strerror or exc))
+        raise MountError("cannot write %s: %s" % (path, exc.strerror or exc), "persist")

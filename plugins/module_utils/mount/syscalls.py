@@ -37,6 +37,7 @@ NR_MOVE_MOUNT = 429
 NR_FSOPEN = 430
 NR_FSCONFIG = 431
 NR_FSMOUNT = 432
+NR_OPENAT2 = 437
 
 FSOPEN_CLOEXEC = 0x1
 FSCONFIG_SET_FLAG = 0
@@ -45,12 +46,15 @@ FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 0x1
 MOUNT_ATTR_RDONLY = 0x1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOVE_MOUNT_BENEATH = 0x200
 OPEN_TREE_CLONE = 0x1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+RESOLVE_NO_SYMLINKS = 0x04
 
 LOOP_CONTROL = "/dev/loop-control"
 LOOP_CTL_GET_FREE = 0x4C82
@@ -163,11 +167,42 @@ class FsContext:
         self.close()
 
 
-def move_mount(mount_fd, target, beneath=False):
-    """Attach the mount behind ``mount_fd`` at ``target`` (beneath the top mount there with ``beneath``)."""
+def move_mount(mount_fd, target, beneath=False, target_fd=None):
+    """Attach the mount behind ``mount_fd`` at ``target`` (beneath the top mount there with ``beneath``).
+
+    With ``target_fd`` (an ``O_PATH`` descriptor of the mount point) the mount
+    goes exactly there, ``target`` only names it in messages: nothing is looked
+    up by name again, so a path swapped for a symlink meanwhile changes nothing.
+    """
     flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_BENEATH if beneath else 0)
     call = "move_mount(%s%s)" % (target, ", MOVE_MOUNT_BENEATH" if beneath else "")
-    _syscall(call, NR_MOVE_MOUNT, mount_fd, b"", AT_FDCWD, target, flags)
+    if target_fd is not None:
+        _syscall(call, NR_MOVE_MOUNT, mount_fd, b"", target_fd, b"", flags | MOVE_MOUNT_T_EMPTY_PATH)
+    else:
+        _syscall(call, NR_MOVE_MOUNT, mount_fd, b"", AT_FDCWD, target, flags)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_no_symlinks(path, flags):
+    """``openat2(path, flags, RESOLVE_NO_SYMLINKS)``: ELOOP when any component of ``path`` is a symlink.
+
+    Kernels before 5.6 (ENOSYS) get ``O_NOFOLLOW`` on the last component, and
+    ELOOP when the path is not its own realpath (a symlink further up).
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
+    ret = _libc.syscall(ctypes.c_long(NR_OPENAT2), ctypes.c_long(AT_FDCWD), ctypes.c_char_p(os.fsencode(path)),
+                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if ret >= 0:
+        return ret
+    err = ctypes.get_errno()
+    if err != errno.ENOSYS:
+        raise SyscallError(err, "openat2(%s, RESOLVE_NO_SYMLINKS)" % path)
+    if os.path.realpath(path) != os.path.normpath(path):
+        raise SyscallError(errno.ELOOP, "open(%s)" % path)
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def open_tree(path, clone=False):

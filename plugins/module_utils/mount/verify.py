@@ -17,10 +17,16 @@ between check and mount changes nothing.
 ``userspace``
     For kernels that cannot enforce fs-verity: the image's digest is computed
     in userspace and compared with the pin, and every object the image
-    references must exist in a basedir. Nothing is checked after mounting.
+    references must exist in a basedir (``verify_objects: digest``: and have
+    its digest, hashed in userspace). The checked bytes are mounted from a
+    private copy (:mod:`.image_copy`), since the file itself could be
+    rewritten in place. Nothing is checked after mounting.
 ``off``
     No check of the objects and no kernel verity. A pinned digest, when one
     is given, is still compared (a pin is never ignored).
+
+With a pin, in every mode, the image may only reference digest-named objects
+(:func:`check_payload_names`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,22 +42,25 @@ import struct
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import reader
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs.format import LCFS_EROFS_FLAGS_HAS_ACL, LCFS_EROFS_MAGIC
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
-from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import data_digest
+from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import data_digest, digest_files
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 
 VERITY_MODES = ("require", "userspace", "off")
 # What the result's ``verity`` says for each mode.
 VERITY_RESULT = {"require": "kernel", "userspace": "userspace", "off": "none"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_OBJECT_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
+VERIFY_OBJECTS = ("exists", "digest")
 SHOW_MISSING = 5
 
 
-def userspace_warning(count=None):
+def userspace_warning(count=None, hashed=False):
     """The warning every verity=userspace mount gets."""
     objects = "its objects" if count is None else "its %d object%s" % (count, "" if count == 1 else "s")
-    return ("verity=userspace: the image digest and the presence of %s were checked in userspace before mounting, "
+    what = "the digests of %s" % objects if hashed else "the presence of %s" % objects
+    return ("verity=userspace: the image digest and %s were checked in userspace before mounting, "
             "but the kernel does not enforce fs-verity on this mount, so tampering with the image or the objects at "
-            "runtime will not be detected" % objects)
+            "runtime will not be detected" % what)
 
 
 def normalize_digest(value):
@@ -80,6 +89,9 @@ class ImageCheck:
         self.warnings = []
         self.data = None  # the image's bytes, once read
         self.mode = None  # the verity mode it was checked for
+        self.pinned = False  # checked against a pinned digest
+        self.objects_verified = False  # every object hashed in userspace (verify_objects: digest)
+        self.copy = None  # the private copy mounted instead of the image (userspace and off)
 
     def close(self):
         if self.fd is not None:
@@ -171,36 +183,119 @@ def _check_basedirs(basedirs):
                              "invalid")
 
 
-def missing_objects(data, path, basedirs):
-    """(objects the image references, the ones no basedir holds) as sorted lists of relative paths."""
+def references(data, path):
+    """The objects the image references: sorted ``[(payload, recorded digest hex or None)]``, one per payload.
+
+    A payload is a regular file's ``trusted.overlay.redirect`` (minus the
+    leading ``/``); its recorded digest is the one ``trusted.overlay.metacopy``
+    holds, which the kernel checks under ``verity=require``.
+    """
     try:
         tree = reader.read_image(data)
-        objects = reader.objects(tree, strict=False)
     except reader.ImageError as exc:
         raise MountError("%s is not a valid composefs image: %s" % (path, exc), "invalid")
+    found = {}
+    for _name, node in tree.walk():
+        if node.link_to is None and node.payload is not None and stat.S_ISREG(node.mode):
+            rel = os.fsdecode(node.payload)
+            digest = node.digest.hex() if node.digest is not None else None
+            if found.get(rel) is None:
+                found[rel] = digest
+    return sorted(found.items())
+
+
+def _inside_basedir(rel):
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and ".." not in parts
+
+
+def check_payload_names(refs, path):
+    """With a pin: every payload must be ``XX/<62 hex>``, named after the digest the image records for it.
+
+    A pinned image is trusted for what it names, so it must name only objects of
+    the store: no path that escapes the basedir, no file that is not an object,
+    and no object other than the one the image's own metacopy digest names.
+    """
+    bad = []
+    for rel, digest in refs:
+        if not _OBJECT_NAME.match(rel):
+            bad.append("%r (not an object-store name XX/<62 hex>)" % (rel,))
+        elif digest is not None and rel.replace("/", "") != digest:
+            bad.append("%s (the image records digest %s for it)" % (rel, digest))
+    if bad:
+        shown = ", ".join(bad[:SHOW_MISSING])
+        more = " and %d more" % (len(bad) - SHOW_MISSING) if len(bad) > SHOW_MISSING else ""
+        raise MountError("image %s references %d payload%s that %s not digest-named objects of the store: %s%s; a "
+                         "pinned image may only reference XX/<62 hex> objects named after their own digest (rebuild "
+                         "it with composefs.fleet.image or mkcomposefs --digest-store)"
+                         % (path, len(bad), "" if len(bad) == 1 else "s", "is" if len(bad) == 1 else "are", shown, more),
+                         "invalid")
+
+
+def _find_objects(refs, path, basedirs):
+    """{payload: the file that holds it (first basedir with it)} and the sorted list of missing payloads."""
     dirfds = []
     try:
         for base in basedirs:
             dirfds.append(os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        found = {}
         missing = []
-        for rel in objects:
-            parts = rel.split("/")
-            if rel.startswith("/") or ".." in parts or not rel:
+        for rel, _digest in refs:
+            if not _inside_basedir(rel):
                 raise MountError("image %s references %r, which is not a path inside a basedir" % (path, rel), "invalid")
-            for dfd in dirfds:
+            for base, dfd in zip(basedirs, dirfds):
                 try:
                     os.stat(rel, dir_fd=dfd)
-                    break
                 except OSError:
                     continue
+                found[rel] = os.path.join(base, rel)
+                break
             else:
                 missing.append(rel)
-        return objects, missing
+        return found, missing
     except OSError as exc:
         raise MountError("cannot read basedir: %s" % exc, "invalid")
     finally:
         for dfd in dirfds:
             os.close(dfd)
+
+
+def missing_objects(data, path, basedirs):
+    """(objects the image references, the ones no basedir holds) as sorted lists of relative paths."""
+    refs = references(data, path)
+    _found, missing = _find_objects(refs, path, basedirs)
+    return [rel for rel, _d in refs], missing
+
+
+def check_object_digests(refs, found, path):
+    """``verify_objects: digest``: hash every object in userspace; each must have the digest its name and the
+    image record. Reads every byte of every object the image references, in worker processes (one per CPU)."""
+    bad = []
+    expected = {}
+    paths = []
+    for rel, recorded in refs:
+        held = found[rel]
+        try:
+            st = os.lstat(held)
+        except OSError as exc:
+            bad.append("%s (%s)" % (held, exc.strerror or exc))
+            continue
+        if not stat.S_ISREG(st.st_mode):  # never open a FIFO or a device, never follow a symlink
+            bad.append("%s (not a regular file)" % held)
+            continue
+        expected[held] = recorded or (rel.replace("/", "") if _OBJECT_NAME.match(rel) else None)
+        paths.append(held)
+    for held, result in digest_files(paths):
+        if isinstance(result, OSError):
+            bad.append("%s (%s)" % (held, result.strerror or result))
+        elif expected[held] is not None and result.hex() != expected[held]:
+            bad.append("%s (digest %s, expected %s)" % (held, result.hex(), expected[held]))
+    if bad:
+        shown = ", ".join(bad[:SHOW_MISSING])
+        more = " and %d more" % (len(bad) - SHOW_MISSING) if len(bad) > SHOW_MISSING else ""
+        raise MountError("verify_objects=digest: %d of the %d objects image %s references do not have their digest: "
+                         "%s%s; refusing to mount it (restore the objects, e.g. by rebuilding the image into the store)"
+                         % (len(bad), len(refs), path, shown, more), "objects-digest")
 
 
 def check_image(path, pin, verity, basedirs, objects=True):
@@ -229,6 +324,7 @@ def check_image(path, pin, verity, basedirs, objects=True):
         check = ImageCheck(path, fd, digest, VERITY_RESULT[verity], None, bool(flags & LCFS_EROFS_FLAGS_HAS_ACL))
         check.data = data
         check.mode = verity
+        check.pinned = pin is not None
         if objects:
             check_objects(check, basedirs)
         return check
@@ -237,19 +333,34 @@ def check_image(path, pin, verity, basedirs, objects=True):
         raise
 
 
-def check_objects(check, basedirs):
-    """Under ``require`` and ``userspace``: every object the image references must be in a basedir."""
-    if check.mode == "off":
-        return
+def check_objects(check, basedirs, verify_objects="exists"):
+    """What the image references, before it is mounted.
+
+    With a pin (any mode): every payload is a digest-named object
+    (:func:`check_payload_names`). Under ``require`` and ``userspace``: every
+    object must be in a basedir; under ``userspace`` with ``verify_objects``
+    ``digest``, every object must also have its digest (hashed in userspace).
+    """
+    if verify_objects not in VERIFY_OBJECTS:
+        raise MountError("verify_objects must be one of %s, not %r" % (", ".join(VERIFY_OBJECTS), verify_objects),
+                         "invalid")
     if check.data is None:
         check.data = _read_all(check.fd)  # with fs-verity on the image, the kernel checks every byte of this read
-    objects, missing = missing_objects(check.data, check.path, basedirs)
+    refs = references(check.data, check.path)
+    if check.pinned:
+        check_payload_names(refs, check.path)
+    if check.mode == "off":
+        return
+    found, missing = _find_objects(refs, check.path, basedirs)
     if missing:
         shown = ", ".join(missing[:SHOW_MISSING])
         more = " and %d more" % (len(missing) - SHOW_MISSING) if len(missing) > SHOW_MISSING else ""
         raise MountError(
             "%d of the %d objects image %s references are missing from basedir %s: %s%s"
-            % (len(missing), len(objects), check.path, ":".join(basedirs), shown, more), "objects-missing")
-    check.objects = len(objects)
+            % (len(missing), len(refs), check.path, ":".join(basedirs), shown, more), "objects-missing")
+    check.objects = len(refs)
+    if check.mode == "userspace" and verify_objects == "digest":
+        check_object_digests(refs, found, check.path)
+        check.objects_verified = True
     if check.mode == "userspace":
-        check.warnings.append(userspace_warning(check.objects))
+        check.warnings.append(userspace_warning(check.objects, check.objects_verified))

@@ -69,7 +69,7 @@ class Deployment:
 
     def args(self, name="a", **extra):
         args = {"path": self.mnt, "image": self.image[name], "basedir": [self.store], "digest": self.digest[name],
-                "verity": "require", "helper": "never"}
+                "verity": "require", "helper": "never", "state": "ephemeral"}
         args.update(extra)
         return args
 

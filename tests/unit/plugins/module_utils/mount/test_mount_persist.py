@@ -35,8 +35,51 @@ def test_userspace_line_keeps_the_pin_in_the_marker_only():
 def test_unusable_paths_are_refused():
     with pytest.raises(MountError, match="separator"):
         persist.FstabEntry("/m", "/i", ["/a:b"], D, "require").lines()
-    with pytest.raises(MountError, match="cannot go into an fstab line"):
-        persist.FstabEntry("/m", "/i", ["/a,b"], D, "require").lines()
+    for bad in ("/a,b", "/a\\b", "/a'b", '/a"b'):
+        with pytest.raises(MountError, match="cannot go into an fstab line"):
+            persist.FstabEntry("/m", "/i", [bad], D, "require").lines()
+
+
+@pytest.mark.parametrize("char, escape", [(" ", "\\040"), ("\t", "\\011"), ("\n", "\\012"), ("\\", "\\134")])
+def test_special_characters_are_octal_escapes_in_every_field(char, escape):
+    """As ansible.posix.mount and getmntent(3): written escaped, read back as they were."""
+    path, image = "/srv/my%sapp" % char, "/img%s.cfs" % char
+    basedir = "/o%sbjects" % char if char != "\\" else "/objects"  # no backslash escape inside options
+    entry = persist.FstabEntry(path, image, [basedir], D, "userspace", "/u%s" % (char if char != "\\" else ""),
+                               "/w", False)
+    marker, line = entry.lines()
+    fields = line.split()
+    assert len(fields) == 6 and "\n" not in line and "\t" not in line
+    assert fields[0] == image.replace(char, escape) and fields[1] == path.replace(char, escape)
+    assert marker.split()[2] == path.replace(char, escape)
+    if char != "\\":
+        assert "basedir=" + basedir.replace(char, escape) in fields[3]
+    back = persist.FstabEntry.parse(marker, line)
+    assert (back.path, back.image, back.basedirs, back.upperdir) == (path, image, [basedir], entry.upperdir)
+    view = persist.FstabView(OTHER + marker + "\n" + line + "\n", path)
+    assert view.managed is not None and view.managed_lines() == [marker, line] and view.others == []
+
+
+def test_unescape_reads_what_escape_writes():
+    text = "a b\tc\nd\\e"
+    assert persist.escape_field(text) == "a\\040b\\011c\\012d\\134e"
+    assert persist.unescape_field(persist.escape_field(text)) == text
+
+
+def test_writable_check_and_backup(tmp_path):
+    fstab = tmp_path / "fstab"
+    fstab.write_text(OTHER)
+    persist.check_writable(str(fstab))
+    persist.check_writable(str(tmp_path / "new-fstab"))  # a new file in a writable directory
+    with pytest.raises(MountError, match="does not exist") as exc:
+        persist.check_writable(str(tmp_path / "missing" / "fstab"))
+    assert exc.value.kind == "invalid"
+    with pytest.raises(MountError, match="is a directory"):
+        persist.check_writable(str(tmp_path))
+    backup = persist.backup_fstab(str(fstab))
+    assert backup.startswith(str(fstab) + ".%d." % os.getpid()) and backup.endswith("~")
+    with open(backup) as f:
+        assert f.read() == OTHER
 
 
 def test_view_adds_replaces_and_removes_only_our_lines():
@@ -68,3 +111,10 @@ def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
     assert p.read_text() == "new\n" and oct(p.stat().st_mode & 0o777) == "0o640"
     assert os.listdir(str(tmp_path)) == ["fstab"]
     assert persist.read_fstab(str(tmp_path / "missing")) == ""
+
+
+def test_systemd_ordering_uses_the_longest_ancestor_systemd_reads_unchanged():
+    entry = persist.FstabEntry("/m", "/srv/my images/app.cfs", ["/var/lib/o"], D, "require")
+    opts = persist.unescape_field(entry.lines()[1].split()[3]).split(",")
+    assert [o for o in opts if o.startswith("x-systemd.")] == [
+        "x-systemd.requires-mounts-for=/srv", "x-systemd.requires-mounts-for=/var/lib/o"]
