@@ -32,7 +32,7 @@ description:
     to replace the file atomically (a temporary file in the same directory, fsync, rename; mode, owner and
     SELinux context kept unless O(mode), O(owner) or O(group) ask otherwise), only if the file still has the
     content it was read with. Managed nodes need only Python 3.9 or later and its standard library.
-  - B(Symlinks.) A symlinked file is followed, as M(community.general.ini_file) does with C(follow): by
+  - B(Symlinks.) A symlinked file is followed, as M(community.general.ini_file) does with C(follow). By
     default (O(follow=true)) the link's target is edited and the link stays; O(follow=false) replaces the
     link itself with a regular file and leaves the old target alone. Links are followed only when root or
     the module's user owns them, a dangling link is an error, and only regular, TOML-like text files owned
