@@ -59,6 +59,9 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("mode must be a quoted string such as '0644' or 'u=rw,g=r,o=r', not the number %r: "
                                     "an unquoted YAML number is ambiguous (0644 arrives as 420, 644 is not octal)"
                                     % (params["mode"],))
+        if params["mode"] in ("auto", "file", "dropin"):
+            raise AnsibleActionFail("mode is the file's permission bits now (as in ansible.builtin.file); the option that "
+                                    "chooses the full file or a drop-in is called layout: use layout: %s" % params["mode"])
         try:
             probe = self._run_module(INFO_MODULE, probe_request(params), task_vars)
             try:

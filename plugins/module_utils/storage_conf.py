@@ -116,10 +116,10 @@ def version_string(version):
     return ".".join(str(part) for part in version) if version else None
 
 
-
 # --------------------------------------------------------------------------
 # Reading and resolving files on the managed node (storage_conf_info, storage_conf_write)
 # --------------------------------------------------------------------------
+
 
 class UnsafeFile(Exception):
     """A file or link the storage_conf modules refuse to read or write through; the message says why."""

@@ -208,8 +208,8 @@ def _name_of_gid(gid):
 
 
 def _shown(attrs, keys):
-    return dict((key, value) for key, value in (("mode", "%04o" % attrs[0]), ("owner", _name_of_uid(attrs[1])),
-                                                 ("group", _name_of_gid(attrs[2]))) if key in keys)
+    named = (("mode", "%04o" % attrs[0]), ("owner", _name_of_uid(attrs[1])), ("group", _name_of_gid(attrs[2])))
+    return dict((key, value) for key, value in named if key in keys)
 
 
 def _writable_problem(directory, create_dirs):

@@ -370,7 +370,8 @@ def test_file_attributes_are_applied_idempotently_and_shown_in_the_diff(tmp_path
     assert first["diff"][1]["before"]["mode"] == "0640"
     assert not second["changed"]
     # Only the mode changes: the content stays, the diff shows the attributes.
-    third, = playbook(tmp_path, [conf_task(rhel, **dict(opts, mode="0644"))], diff=True)
+    opts["mode"] = "0644"
+    third, = playbook(tmp_path, [conf_task(rhel, **opts)], diff=True)
     assert third["changed"] and third["changes"] == [] and stat.S_IMODE(rhel.stat().st_mode) == 0o644
 
 
@@ -384,7 +385,7 @@ def test_mode_as_a_yaml_number_is_refused(tmp_path, rhel):
 def test_old_mode_values_are_refused_not_mistaken(tmp_path, rhel):
     before = snapshot(rhel)
     res, = playbook(tmp_path, [conf_task(rhel, mode="file", pull_options=dict(use_hard_links=True))])
-    assert res["failed"] and "neither an octal mode" in res["msg"]
+    assert res["failed"] and "the option that chooses the full file or a drop-in is called layout: use layout: file" in res["msg"]
     assert snapshot(rhel) == before
 
 

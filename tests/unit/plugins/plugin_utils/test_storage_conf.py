@@ -550,8 +550,8 @@ def test_unreadable_target_error_is_passed_on_without_content():
 
 _keys = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x7f"), min_size=1, max_size=8)
 _scalars = st.one_of(st.booleans(), st.integers(), st.text(max_size=20), st.floats(allow_nan=False, allow_infinity=False))
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                          st.dictionaries(_keys, inner, max_size=3)), max_leaves=8)
+_values = st.recursive(
+    _scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)), max_leaves=8)
 
 
 @hsettings(max_examples=150, deadline=None)
