@@ -11,8 +11,11 @@ module file documents the options; this plugin does the work):
    mkcomposefs versions, kernel features and the graphroot filesystem;
 2. parse and edit with tomlkit here (``plugin_utils.storage_conf.plan``),
    comparing parsed values to decide ``changed``;
-3. unless in check mode, run ``composefs.fleet.storage_conf_write`` on the host
-   to replace the file atomically, only if it still has the content read in 1.
+3. run ``composefs.fleet.storage_conf_write`` on the host to replace the file
+   atomically, only if it still has the content read in 1, and to set mode, owner
+   and group. In check mode it runs too, in check mode: its preflight (a missing
+   directory, a file that is not regular, an unknown owner) fails the check run
+   the same way it would fail the real run.
 
 The managed node needs nothing but the Python standard library.
 """
@@ -52,6 +55,13 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         dummy, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF)
+        if params["mode"] is not None and not isinstance(params["mode"], str):
+            raise AnsibleActionFail("mode must be a quoted string such as '0644' or 'u=rw,g=r,o=r', not the number %r: "
+                                    "an unquoted YAML number is ambiguous (0644 arrives as 420, 644 is not octal)"
+                                    % (params["mode"],))
+        if params["mode"] in ("auto", "file", "dropin"):
+            raise AnsibleActionFail("mode is the file's permission bits now (as in ansible.builtin.file); the option that "
+                                    "chooses the full file or a drop-in is called layout: use layout: %s" % params["mode"])
         try:
             probe = self._run_module(INFO_MODULE, probe_request(params), task_vars)
             try:
@@ -67,16 +77,30 @@ class ActionModule(ActionBase):
                 fs_record = find_filesystem(fs_probe, graphroot)
             host_checks(planned, probe, fs_record)
 
-            if planned["changed"] and not self._task.check_mode:
-                written = self._run_module(WRITE_MODULE, dict(
+            attrs = dict((key, params[key]) for key in ("mode", "owner", "group") if params[key] is not None)
+            # The write module runs in check mode too: its preflight (directory, file type, users, groups)
+            # fails a check run exactly where the real run would, and it reports attribute changes.
+            if planned["changed"] or (attrs and not planned["created"]):
+                write_args = dict(
                     path=planned["path"],
                     content=planned["content"],
                     expected_sha256=planned["expected_sha256"],
                     create_dirs=planned["scope"] == "rootful",
                     backup=params["backup"],
-                ), task_vars)
+                    follow=params["follow"],
+                )
+                write_args.update(attrs)
+                written = self._run_module(WRITE_MODULE, write_args, task_vars)
+                planned["changed"] = bool(written.get("changed"))
                 if written.get("backup_file"):
                     planned["backup_file"] = written["backup_file"]
+                if written.get("attributes"):
+                    planned["attributes"] = written["attributes"]
+                    if written["attributes"]["before"] != written["attributes"]["after"]:
+                        planned["diff"].append(dict(
+                            before=written["attributes"]["before"], after=written["attributes"]["after"],
+                            before_header="%s (attributes)" % planned["path"],
+                            after_header="%s (attributes)" % planned["path"]))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
 

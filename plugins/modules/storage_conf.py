@@ -21,21 +21,28 @@ description:
     compares parsed values, not text, so a file that already says what is asked is left alone.
   - B(Which file.) Podman 5 and older read exactly one file (C(CONTAINERS_STORAGE_CONF), else
     C(/etc/containers/storage.conf) if it exists, else C(/usr/share/containers/storage.conf)) and no
-    drop-ins. With O(mode=file) the module edits C(/etc/containers/storage.conf), creating it from the vendor
-    file when it is missing. Podman 6 and newer also read drop-ins; with O(mode=dropin) the module writes
+    drop-ins. With O(layout=file) the module edits C(/etc/containers/storage.conf), creating it from the vendor
+    file when it is missing. Podman 6 and newer also read drop-ins; with O(layout=dropin) the module writes
     C(/etc/containers/storage.rootful.conf.d/)O(dropin_name), which rootful Podman reads and rootless users
-    never do. O(mode=auto) picks C(file) for Podman 5 and older and C(dropin) for Podman 6 and newer.
+    never do. O(layout=auto) picks C(file) for Podman 5 and older and C(dropin) for Podman 6 and newer.
   - B(Where the work runs.) This module is implemented by an action plugin of the same name. The TOML parsing
     and editing run on the controller with tomlkit, because the managed node's standard library cannot write
     TOML (and C(tomllib) only reads, from Python 3.11). On the host the plugin runs
     M(composefs.fleet.storage_conf_info) to read the files and facts and M(composefs.fleet.storage_conf_write)
     to replace the file atomically (a temporary file in the same directory, fsync, rename; mode, owner and
-    SELinux context kept), only if the file still has the content it was read with. Managed nodes need only
-    Python 3.9 or later and its standard library.
+    SELinux context kept unless O(mode), O(owner) or O(group) ask otherwise), only if the file still has the
+    content it was read with. Managed nodes need only Python 3.9 or later and its standard library.
+  - B(Symlinks.) A symlinked file is followed, as M(community.general.ini_file) does with C(follow). By
+    default (O(follow=true)) the link's target is edited and the link stays; O(follow=false) replaces the
+    link itself with a regular file and leaves the old target alone. Links are followed only when root or
+    the module's user owns them, a dangling link is an error, and only regular, TOML-like text files owned
+    by root or the module's user are read (see M(composefs.fleet.storage_conf_info)).
   - B(Safety.) A file that is not valid TOML is never rewritten; the module fails naming the file and the TOML
     error, and leaves the file untouched. Unknown C(pull_options) and overlay keys are an error, since
     containers-storage ignores them silently.
-  - B(Podman version.) Turning composefs on fails on Podman older than 5.0.0, with a message saying why.
+  - B(Podman version.) Turning composefs on fails on Podman older than 5.0.0, with a message saying why,
+    and so does O(layout=dropin) on Podman older than 6.0.0; O(podman_version_check=false) writes anyway
+    and warns.
     containers-storage reads C(use_composefs) since v1.52.0 (containers/storage pull request 1769) and Podman
     5.0.0 is the first release built on it (Podman 4.9.x stays on storage v1.51.0). Debian bookworm's Podman 4.3
     is too old; Debian trixie's 5.4 is fine.
@@ -89,25 +96,27 @@ options:
     type: path
   scope:
     description:
-      - V(rootful) configures the system-wide files that rootful Podman reads (see O(mode)).
+      - V(rootful) configures the system-wide files that rootful Podman reads (see O(layout)).
       - V(path) edits the file named by O(path) and nothing else, for example a file used through
         C(CONTAINERS_STORAGE_CONF).
+      - When omitted, V(path) if O(path) is given, else V(rootful). O(path) with V(rootful) is an error.
     type: str
     choices: [rootful, path]
-    default: rootful
   path:
     description:
-      - The file to edit with O(scope=path). When it does not exist it is created, from the vendor file with
-        O(mode=file) (or O(mode=auto) on Podman 5 and older), and with only the managed keys with O(mode=dropin).
-      - Its directory must exist.
+      - The file to edit; it implies O(scope=path). When it does not exist it is created, from the vendor file
+        with O(layout=file) (or O(layout=auto) on Podman 5 and older), and with only the managed keys with
+        O(layout=dropin).
+      - Its directory must exist (also in check mode, which fails the same way).
     type: path
-  mode:
+  layout:
     description:
       - V(file) edits the full C(storage.conf) (C(/etc/containers/storage.conf) with O(scope=rootful)).
       - V(dropin) writes a drop-in with only the managed keys, in C(/etc/containers/storage.rootful.conf.d/) with
         O(scope=rootful). It needs Podman 6 or later; Podman 5 and older read no drop-ins, so asking for it there
-        is an error.
+        is an error unless O(podman_version_check=false).
       - V(auto) chooses by the installed Podman version, V(file) when Podman is not installed.
+      - Earlier versions called this option C(mode); O(mode) is now the file's permission bits.
     type: str
     choices: [auto, file, dropin]
     default: auto
@@ -117,6 +126,36 @@ options:
         Drop-ins are applied in the order of their names across all drop-in directories.
     type: str
     default: 50-composefs-fleet.conf
+  mode:
+    description:
+      - Permission bits of the file, as a quoted octal string (V('0644')) or a symbolic mode (V(u=rw,g=r,o=r)), as in
+        M(ansible.builtin.file). An unquoted YAML number is refused, since V(0644) arrives as 420.
+      - Set on the new file before it replaces the old one, so it never appears with other permissions. Omit it to
+        keep an existing file's mode; a new file gets C(0644).
+    type: raw
+  owner:
+    description:
+      - Name or uid of the file's owner, set like O(mode). Omit it to keep an existing file's owner.
+    type: str
+  group:
+    description:
+      - Name or gid of the file's group, set like O(mode). Omit it to keep an existing file's group.
+    type: str
+  follow:
+    description:
+      - V(true) edits the target of a symlinked file and keeps the link, as M(community.general.ini_file) does.
+      - V(false) replaces the link with a regular file holding the edited content; the old target keeps its content.
+      - Podman skips symlinked drop-ins, so a symlinked drop-in gets a warning with V(true).
+    type: bool
+    default: true
+  podman_version_check:
+    description:
+      - V(true) refuses O(use_composefs=true) on Podman older than 5.0.0 and O(layout=dropin) on Podman older than
+        6.0.0 (with O(scope=rootful)), since that Podman would ignore the setting.
+      - V(false) writes anyway and warns, to prepare the configuration before a Podman upgrade or for a Podman the
+        module cannot see.
+    type: bool
+    default: true
   backup:
     description:
       - Keep a timestamped copy of the file next to it before changing it.
@@ -155,10 +194,18 @@ EXAMPLES = r"""
 
 - name: Edit a storage.conf used through CONTAINERS_STORAGE_CONF
   composefs.fleet.storage_conf:
-    scope: path
     path: /srv/ci/storage.conf
-    mode: file
+    layout: file
     use_composefs: true
+    mode: "0640"
+    owner: root
+    group: ci
+
+- name: Prepare composefs before upgrading bookworm's Podman 4.3 to 5
+  composefs.fleet.storage_conf:
+    use_composefs: true
+    podman_version_check: false
+  become: true
 
 - name: See what would change, without touching the host
   composefs.fleet.storage_conf:
@@ -180,11 +227,21 @@ path:
   returned: success
   type: str
   sample: /etc/containers/storage.conf
-mode:
-  description: The mode used, V(file) or V(dropin), after resolving V(auto).
+layout:
+  description: The layout used, V(file) or V(dropin), after resolving V(auto).
   returned: success
   type: str
   sample: file
+target:
+  description: The file written, after following a symlink at RV(path) (equal to RV(path) otherwise, or with O(follow=false)).
+  returned: success
+  type: str
+  sample: /usr/share/containers/storage.conf
+attributes:
+  description: The requested O(mode), O(owner) and O(group), before (empty for a new file) and after.
+  returned: when any of O(mode), O(owner), O(group) is given and the file exists or is written
+  type: dict
+  sample: {before: {mode: "0644"}, after: {mode: "0640"}}
 scope:
   description: The scope used.
   returned: success
@@ -214,16 +271,19 @@ changes:
   elements: dict
   sample: [{key: storage.options.overlay.use_composefs, before: null, after: "true"}]
 diff:
-  description: The file's text before (empty when it did not exist) and after.
+  description:
+    - The diffs Ansible shows with C(--diff), as a list. The first is the file's text before (empty when it did not
+      exist) and after; a second, when O(mode), O(owner) or O(group) change, has the attributes before and after.
   returned: success
-  type: dict
+  type: list
+  elements: dict
   contains:
     before:
-      description: Text before.
-      type: str
+      description: Text before (a dict of attributes in the second diff).
+      type: raw
     after:
-      description: Text after.
-      type: str
+      description: Text after (a dict of attributes in the second diff).
+      type: raw
     before_header:
       description: The path, with C((absent)) when the file did not exist.
       type: str

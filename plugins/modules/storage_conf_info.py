@@ -19,6 +19,12 @@ description:
   - It never changes anything. It does not parse TOML (the managed node has no TOML writer, and
     C(tomllib) only exists from Python 3.11); M(composefs.fleet.storage_conf) runs it and parses the text
     on the controller.
+  - B(What it reads.) A symlink is followed only when root or the user the module runs as owns it (a link
+    planted by another user is refused), and a dangling link is an error. The file at the end must be a
+    regular file owned by root or by that user, at most O(max_size) bytes, UTF-8, free of NUL and control
+    characters, and TOML-like (every line a comment, a C([table]) header or C(key = value), strings and
+    brackets closed). Anything else (a FIFO, a device, a link to C(/etc/shadow), a binary) is reported in
+    RV(files[].error) with no content and no checksum, and the message quotes nothing of the file.
   - Needs only the Python standard library on the managed node.
 author:
   - composefs.fleet developers (@composefs-fleet)
@@ -84,25 +90,32 @@ files:
       type: str
       sample: /root/.config/containers/storage.conf
     exists:
-      description: Whether something exists at the path.
+      description: Whether something exists at the path (a dangling symlink counts).
       type: bool
+    link:
+      description: Whether the path itself is a symlink (followed to RV(files[].target)).
+      type: bool
+    target:
+      description: The path with every symlink resolved; the file that was read, or would be created.
+      type: str
     content:
-      description: The file's text, or null when it is missing, not a regular file, too large or not UTF-8.
+      description:
+        - The file's text, or null when it is missing or was not read (see RV(files[].error)).
       type: str
     sha256:
-      description: SHA-256 of the file's bytes, or null.
+      description: SHA-256 of the file's bytes, or null when its content is not returned.
       type: str
     mode:
-      description: Permission bits as an octal string, for example C(0644).
+      description: Permission bits of RV(files[].target) as an octal string, for example C(0644).
       type: str
     uid:
-      description: Owner uid.
+      description: Owner uid of RV(files[].target).
       type: int
     gid:
-      description: Group gid.
+      description: Group gid of RV(files[].target).
       type: int
     error:
-      description: Why the content could not be read, or null.
+      description: Why the content was not read or not returned, or null.
       type: str
 dropin_dirs:
   description: One entry per O(dropin_dirs) item, in order.
@@ -200,7 +213,12 @@ import subprocess
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import filesystem_of, read_mountinfo
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.ioctl import kernel_has_fs_verity
-from ansible_collections.composefs.fleet.plugins.module_utils.storage_conf import DEFAULT_GRAPHROOT
+from ansible_collections.composefs.fleet.plugins.module_utils.storage_conf import (
+    DEFAULT_GRAPHROOT,
+    UnsafeFile,
+    read_config_text,
+    resolve_path,
+)
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.superblock import ext4_has_verity
 
 _EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -240,47 +258,56 @@ def _home_relative(path):
 
 
 def read_file_record(requested, max_size, name=None):
+    """What storage_conf needs of one file: its text and sha256, or why it was not read.
+
+    Symlinks are followed only when root or the module's user owns them; the file read must be a regular
+    file owned by root or the module's user, UTF-8 and TOML-like. Anything else is an ``error`` without
+    content, so a link to another file (/etc/shadow) never puts that file into the result."""
     path = _home_relative(requested)
-    rec = dict(requested=requested, path=path, exists=False, content=None, sha256=None,
-               mode=None, uid=None, gid=None, size=None, error=None)
+    rec = dict(requested=requested, path=path, exists=False, link=False, target=path, content=None, sha256=None,
+               mode=None, uid=None, gid=None, error=None)
     if name is not None:
         rec["name"] = name
+    rec["exists"] = os.path.lexists(path)
     try:
-        st = os.stat(path)
+        target, is_link = resolve_path(path)
+    except UnsafeFile as exc:
+        rec["error"] = str(exc)
+        return rec
+    rec.update(link=is_link, target=target)
+    try:
+        st = os.lstat(target)
     except FileNotFoundError:
         return rec
     except OSError as exc:
-        rec["exists"] = os.path.lexists(path)
-        rec["error"] = "cannot stat %s: %s" % (path, exc.strerror)
+        rec["error"] = "cannot stat %s: %s" % (target, exc.strerror)
         return rec
-    rec.update(exists=True, mode="%04o" % stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, size=st.st_size)
+    rec.update(mode="%04o" % stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid)
     if not stat.S_ISREG(st.st_mode):
-        rec["error"] = "%s is not a regular file" % path
-        return rec
-    if st.st_size > max_size:
-        rec["error"] = "%s is %d bytes, larger than max_size %d" % (path, st.st_size, max_size)
+        rec["error"] = "%s is not a regular file" % target
         return rec
     try:
-        with open(path, "rb") as f:
-            data = f.read(max_size + 1)
-    except OSError as exc:
-        rec["error"] = "cannot read %s: %s" % (path, exc.strerror)
+        data, text = read_config_text(target, max_size)
+    except UnsafeFile as exc:
+        rec["error"] = str(exc)
         return rec
-    rec["sha256"] = hashlib.sha256(data).hexdigest()
-    try:
-        rec["content"] = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        rec["error"] = "%s is not UTF-8 text (%s)" % (path, exc)
+    rec.update(content=text, sha256=hashlib.sha256(data).hexdigest())
     return rec
 
 
 def read_dropin_dir(requested, max_size):
     path = _home_relative(requested)
-    rec = dict(requested=requested, path=path, exists=os.path.isdir(path), files=[], error=None)
+    rec = dict(requested=requested, path=path, exists=False, files=[], error=None)
+    try:
+        resolved, dummy = resolve_path(path)
+    except UnsafeFile as exc:
+        rec.update(exists=os.path.lexists(path), error=str(exc))
+        return rec
+    rec["exists"] = os.path.isdir(resolved)
     if not rec["exists"]:
         return rec
     try:
-        with os.scandir(path) as it:
+        with os.scandir(resolved) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         rec["error"] = "cannot list %s: %s" % (path, exc.strerror)

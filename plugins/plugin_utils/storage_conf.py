@@ -307,28 +307,45 @@ def lint(plain, name):
 # The plan: from parameters and what the host has to the new file
 # --------------------------------------------------------------------------
 
-def decide_mode(requested, podman_version, scope):
-    """(mode, notes); raises if dropin is asked of a Podman that reads no drop-ins."""
+def decide_scope(params):
+    """The scope: O(path) alone implies scope=path; path with scope=rootful is an error, never ignored."""
+    scope = params.get("scope")
+    path = params.get("path")
+    if scope is None:
+        return "path" if path else "rootful"
+    if scope == "rootful" and path:
+        raise StorageConfError("path=%s was given with scope=rootful, which edits the system files and would ignore "
+                               "path: drop scope (path implies scope=path) or drop path." % path)
+    if scope == "path" and not path:
+        raise StorageConfError("scope=path needs path")
+    return scope
+
+
+def decide_layout(requested, podman_version, scope, version_check=True):
+    """(layout, notes, warnings); raises if dropin is asked of a Podman that reads no drop-ins, unless the version
+    check is off."""
     notes = []
+    warnings = []
     reads_dropins = podman_version is not None and podman_version >= MIN_PODMAN_DROPINS
     if requested == "auto":
         if podman_version is None:
-            notes.append("Podman is not installed; mode auto assumed Podman <= 5 and edits the full file.")
-            return "file", notes
-        return ("dropin" if reads_dropins else "file"), notes
+            notes.append("Podman is not installed; layout auto assumed Podman <= 5 and edits the full file.")
+            return "file", notes, warnings
+        return ("dropin" if reads_dropins else "file"), notes, warnings
     if requested == "dropin" and podman_version is not None and not reads_dropins and scope == "rootful":
-        raise StorageConfError("mode=dropin needs Podman >= %s, which reads storage.conf drop-ins; Podman %s reads "
-                               "exactly one storage.conf, so a drop-in would have no effect. Use mode=file or auto."
-                               % (version_string(MIN_PODMAN_DROPINS), version_string(podman_version)))
-    return requested, notes
+        why = ("layout=dropin needs Podman >= %s, which reads storage.conf drop-ins; Podman %s reads exactly one "
+               "storage.conf, so a drop-in has no effect" % (version_string(MIN_PODMAN_DROPINS), version_string(podman_version)))
+        if version_check:
+            raise StorageConfError(why + ". Use layout=file or auto, or podman_version_check=false to write it anyway "
+                                         "(for example before upgrading Podman).")
+        warnings.append(why + " until Podman is upgraded; written anyway because podman_version_check=false.")
+    return requested, notes, warnings
 
 
-def target_path(params, mode):
-    if params.get("scope") == "path":
-        if not params.get("path"):
-            raise StorageConfError("scope=path needs path")
+def target_path(params, layout, scope):
+    if scope == "path":
         return params["path"]
-    if mode == "dropin":
+    if layout == "dropin":
         name = params.get("dropin_name") or ""
         if "/" in name or not name.endswith(".conf") or name.startswith("."):
             raise StorageConfError("dropin_name must be a plain file name ending in .conf (Podman reads only *.conf), "
@@ -357,14 +374,17 @@ def plan(params, probe):
     settings, notes, warnings = build_settings(params)
     podman = probe.get("podman") or None
     podman_version = parse_version(podman.get("version")) if podman else None
-    scope = params.get("scope") or "rootful"
-    mode, mode_notes = decide_mode(params.get("mode") or "auto", podman_version, scope)
-    notes.extend(mode_notes)
-    path = target_path(params, mode)
+    scope = decide_scope(params)
+    version_check = params.get("podman_version_check", True) is not False
+    layout, layout_notes, layout_warnings = decide_layout(params.get("layout") or "auto", podman_version, scope,
+                                                          version_check)
+    notes.extend(layout_notes)
+    warnings.extend(layout_warnings)
+    path = target_path(params, layout, scope)
     use_composefs = params.get("use_composefs")
 
     result = dict(
-        changed=False, path=path, scope=scope, mode=mode, created=False,
+        changed=False, path=path, target=path, scope=scope, layout=layout, created=False,
         podman_version=version_string(podman_version) if podman_version else (podman or {}).get("version"),
         podman_supports_composefs=None if podman_version is None else podman_version >= MIN_PODMAN_COMPOSEFS,
         podman_reads_dropins=None if podman_version is None else podman_version >= MIN_PODMAN_DROPINS,
@@ -374,12 +394,16 @@ def plan(params, probe):
         warnings.append("Podman was not found on the host, so its version could not be checked; "
                         "composefs needs Podman >= %s." % version_string(MIN_PODMAN_COMPOSEFS))
     elif podman_version < MIN_PODMAN_COMPOSEFS and use_composefs:
-        raise StorageConfError(
-            "Podman %s on this host is too old for composefs: containers-storage reads "
-            "[storage.options.overlay] use_composefs since v1.52.0 (containers/storage#1769), and the first Podman "
-            "built on it is %s (storage v1.53.0; Podman 4.9.x stays on storage v1.51.0). Upgrade Podman (for "
-            "example Debian trixie has 5.4); %s was left untouched."
-            % (result["podman_version"], version_string(MIN_PODMAN_COMPOSEFS), path))
+        why = ("Podman %s on this host is too old for composefs: containers-storage reads "
+               "[storage.options.overlay] use_composefs since v1.52.0 (containers/storage#1769), and the first Podman "
+               "built on it is %s (storage v1.53.0; Podman 4.9.x stays on storage v1.51.0)"
+               % (result["podman_version"], version_string(MIN_PODMAN_COMPOSEFS)))
+        if version_check:
+            raise StorageConfError(
+                "%s. Upgrade Podman (for example Debian trixie has 5.4), or set podman_version_check=false to write the "
+                "setting for a later Podman; %s was left untouched." % (why, path))
+        warnings.append("%s. Written anyway because podman_version_check=false: this Podman ignores use_composefs "
+                        "until it is upgraded." % why)
     if podman_version is not None:
         for keys, dummy in settings:
             since = KNOWN_PULL_OPTIONS[keys[-1]][1] if keys[:-1] == PULL else None
@@ -393,13 +417,26 @@ def plan(params, probe):
         raise StorageConfError("internal error: %s was not read from the host" % path)
     if rec.get("error"):
         raise StorageConfError("cannot edit %s: %s; it was left untouched." % (path, rec["error"]))
+    follow = params.get("follow", True) is not False
+    replaces_link = bool(rec.get("link")) and not follow
+    if rec.get("link"):
+        result["target"] = rec.get("target") if follow else path
+        if follow:
+            notes.append("%s is a symlink: its target %s is edited and the link stays (follow=true)."
+                         % (path, rec.get("target")))
+            if layout == "dropin" and scope == "rootful":
+                warnings.append("%s is a symlink, and containers-storage skips symlinked drop-ins: Podman will not read "
+                                "it. Use follow=false to replace the link with a regular file." % path)
+        else:
+            notes.append("%s is a symlink to %s: follow=false replaces the link with a regular file and leaves %s "
+                         "as it is." % (path, rec.get("target"), rec.get("target")))
     exists = bool(rec.get("exists"))
     before_text = (rec.get("content") or "") if exists else None
     if exists:
         doc = parse_toml(before_text, path)
     else:
         result["created"] = True
-        doc = _new_document(mode, records, path, notes, warnings)
+        doc = _new_document(layout, records, path, notes, warnings)
     before_plain = doc.unwrap() if exists else {}
 
     # On a Podman without composefs an absent use_composefs already means "false": do not add a key it cannot read.
@@ -411,17 +448,19 @@ def plan(params, probe):
 
     changes = apply_settings(doc, settings)
     after_plain = doc.unwrap()
-    changed = bool(changes) if not exists else after_plain != before_plain
-    after_text = tomlkit.dumps(doc) if changed else before_text
-    if changed:
+    content_changed = bool(changes) if not exists else after_plain != before_plain
+    changed = content_changed or replaces_link
+    after_text = tomlkit.dumps(doc) if content_changed else before_text
+    if content_changed:
         check_round_trip(after_text, after_plain, path)
     result.update(
         changed=changed,
-        changes=changes if changed else [],
+        changes=changes if content_changed else [],
         content=after_text,
         expected_sha256=rec.get("sha256") if exists else "absent",
-        diff=dict(before=before_text or "", after=after_text or "",
-                  before_header=path if exists else "%s (absent)" % path, after_header=path),
+        diff=[dict(before=before_text or "", after=after_text or "",
+                   before_header=path if exists else "%s (absent)" % path,
+                   after_header=path if result["target"] == path else "%s (-> %s)" % (path, result["target"]))],
         settings=dict((".".join(k), v) for k, v in settings),
     )
     warnings.extend(lint(after_plain, path))
@@ -488,8 +527,8 @@ def reset_reasons(before, after, settings):
     return reasons
 
 
-def _new_document(mode, records, path, notes, warnings):
-    if mode == "dropin":
+def _new_document(layout, records, path, notes, warnings):
+    if layout == "dropin":
         return parse_toml(DROPIN_HEADER, "the drop-in skeleton")
     vendor = records.get(VENDOR_FILE)
     if vendor and vendor.get("exists"):
@@ -552,13 +591,13 @@ def effective_config(result, probe, text):
                     for frec in drec.get("files") or []:
                         dropins[frec["name"]] = frec["path"]
                         records.setdefault(frec["path"], frec)
-        if result["mode"] == "dropin" and result["scope"] == "rootful":
+        if result["layout"] == "dropin" and result["scope"] == "rootful":
             dropins[path.rsplit("/", 1)[1]] = path
         for name in sorted(dropins):
             dropin_text = text_of(dropins[name])
             if dropin_text is not None:
                 layers.append((dropins[name], dropin_text))
-    elif result["mode"] == "file":
+    elif result["layout"] == "file":
         # Podman <= 5 reads exactly one file: /etc/containers/storage.conf if it exists, else the vendor file.
         main_text = text_of(MAIN_FILE)
         layers.append((MAIN_FILE, main_text) if main_text is not None else (VENDOR_FILE, text_of(VENDOR_FILE)))
@@ -610,7 +649,7 @@ def host_checks(result, probe, fs_record):
             if rootless_files:
                 warnings.append("rootless Podman users (%s) read %s, which turns use_composefs on for them too, and "
                                 '"composefs is not supported in user namespaces" breaks their Podman. Put it in '
-                                "%s instead (mode=dropin)." % (who, ", ".join(rootless_files), ROOTFUL_DROPIN_DIR))
+                                "%s instead (layout=dropin)." % (who, ", ".join(rootless_files), ROOTFUL_DROPIN_DIR))
         else:
             notes.append("rootless Podman users (%s): Podman <= 5 gives them this file's pull_options but not "
                          "use_composefs (containers-storage copies only ignore_chown_errors to rootless stores), so "
@@ -677,7 +716,7 @@ def _rootless_composefs_files(result, probe):
 def probe_request(params):
     """Arguments for storage_conf_info: every file and drop-in directory the plan may need."""
     paths = [MAIN_FILE, VENDOR_FILE, USER_MAIN_FILE]
-    if params.get("scope") == "path" and params.get("path"):
+    if params.get("scope") != "rootful" and params.get("path"):
         paths.insert(0, params["path"])
     name = params.get("dropin_name")
     if name and "/" not in name:

@@ -76,11 +76,11 @@ def rhel(tmp_path):
 
 def test_change_then_idempotent_keeps_mode_and_backs_up(tmp_path, rhel):
     original = rhel.read_text()
-    opts = dict(mode="file", pull_options=dict(use_hard_links=True), overlay_options=dict(mountopt="nodev"), backup=True)
+    opts = dict(layout="file", pull_options=dict(use_hard_links=True), overlay_options=dict(mountopt="nodev"), backup=True)
     first, = playbook(tmp_path, [conf_task(rhel, **opts)], diff=True)
     assert first["changed"] and first["path"] == str(rhel)
     assert [c["key"] for c in first["changes"]] == ["storage.options.overlay.mountopt", "storage.options.pull_options.use_hard_links"]
-    assert first["diff"]["before"] == original and first["diff"]["after"] == rhel.read_text()
+    assert first["diff"][0]["before"] == original and first["diff"][0]["after"] == rhel.read_text()
     assert 'pull_options = {enable_partial_images = "false", use_hard_links = "true", ostree_repos=""}' in rhel.read_text()
     assert stat.S_IMODE(rhel.stat().st_mode) == 0o640
     with open(first["backup_file"]) as f:
@@ -93,9 +93,9 @@ def test_change_then_idempotent_keeps_mode_and_backs_up(tmp_path, rhel):
 
 def test_check_mode_reports_and_writes_nothing(tmp_path, rhel):
     before = snapshot(rhel)
-    res, = playbook(tmp_path, [conf_task(rhel, mode="file", pull_options=dict(convert_images=True), backup=True)],
+    res, = playbook(tmp_path, [conf_task(rhel, layout="file", pull_options=dict(convert_images=True), backup=True)],
                     check=True, diff=True)
-    assert res["changed"] and 'convert_images = "true"' in res["diff"]["after"]
+    assert res["changed"] and 'convert_images = "true"' in res["diff"][0]["after"]
     assert snapshot(rhel) == before
     assert sorted(os.listdir(str(tmp_path))) == ["play.yml", "storage.conf"]
 
@@ -104,7 +104,7 @@ def test_bad_toml_is_left_untouched(tmp_path):
     p = tmp_path / "storage.conf"
     p.write_text('[storage]\ndriver = "overlay"\n[storage.options.overlay]\nmountopt = "nodev\n')
     before = snapshot(p)
-    res, = playbook(tmp_path, [conf_task(p, mode="file", pull_options=dict(use_hard_links=True), backup=True)])
+    res, = playbook(tmp_path, [conf_task(p, layout="file", pull_options=dict(use_hard_links=True), backup=True)])
     assert res["failed"] and res["msg"].startswith(str(p) + " is not valid TOML (") and "left untouched" in res["msg"]
     assert snapshot(p) == before
     assert sorted(os.listdir(str(tmp_path))) == ["play.yml", "storage.conf"]
@@ -119,7 +119,7 @@ def test_typo_fails_before_touching_anything(tmp_path, rhel):
 
 def test_dropin_shape_for_a_new_file(tmp_path):
     p = tmp_path / "50-composefs.conf"
-    res, = playbook(tmp_path, [conf_task(p, mode="dropin", pull_options=dict(use_hard_links=True))])
+    res, = playbook(tmp_path, [conf_task(p, layout="dropin", pull_options=dict(use_hard_links=True))])
     assert res["changed"] and res["created"]
     assert p.read_text().endswith('[storage.options.pull_options]\nuse_hard_links = "true"\n')
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
@@ -132,7 +132,7 @@ def test_managed_node_with_python_3_9(tmp_path, rhel):
     """The host side (storage_conf_info, storage_conf_write) runs on RHEL 9's Python 3.9 with the stdlib only."""
     if not os.path.exists(PY39):
         pytest.fail("needs the Python 3.9 venv: run scripts/setup-py39.sh (make test does)")
-    res, = playbook(tmp_path, [conf_task(rhel, mode="file", pull_options=dict(use_hard_links=True), backup=True)],
+    res, = playbook(tmp_path, [conf_task(rhel, layout="file", pull_options=dict(use_hard_links=True), backup=True)],
                     extra={"ansible_python_interpreter": PY39})
     assert res["changed"] and not res.get("failed")
     assert 'use_hard_links = "true"' in rhel.read_text()
@@ -197,7 +197,7 @@ def test_real_podman_reads_the_file_we_write(tmp_path, vendor):
     where containers-storage wants a string breaks the whole file, as the module's docs say."""
     conf = tmp_path / "storage.conf"
     shutil.copy(os.path.join(FIXTURES, vendor), str(conf))
-    opts = dict(mode="file", graphroot=str(tmp_path / "graph"), runroot=str(tmp_path / "run"),
+    opts = dict(layout="file", graphroot=str(tmp_path / "graph"), runroot=str(tmp_path / "run"),
                 pull_options=dict(use_hard_links=True, enable_partial_images=True))
     composefs = _podman_version() >= (5, 0)
     if composefs:
@@ -267,7 +267,8 @@ def test_role_stops_on_missing_prerequisites(tmp_path, private_conf):
 @needs_podman
 def test_role_configures_verifies_and_is_idempotent(tmp_path, private_conf):
     composefs = _podman_version() >= (5, 0)
-    variables = dict(podman_storage_conf_scope="path", podman_storage_conf_path=str(private_conf),
+    # podman_storage_conf_path alone implies scope path (issue 10 item 3)
+    variables = dict(podman_storage_conf_path=str(private_conf),
                      podman_use_composefs=composefs, podman_prerequisites_fatal=False,
                      podman_pull_options=dict(use_hard_links=True))
     before = snapshot(private_conf)
@@ -292,4 +293,147 @@ def test_role_never_resets_without_permission(tmp_path, private_conf):
     assert rc != 0
     assert "storage.graphroot changes from" in out and "podman_allow_system_reset=true" in out
     assert _recap(out)["changed"] == "0"  # neither a reset nor a write happened
+    assert snapshot(private_conf) == before
+
+
+# ---------------------------------------------------------------- issue 9 item 6: symlinks and what is read
+
+def test_symlinked_config_edits_the_target_and_keeps_the_link(tmp_path, rhel):
+    link = tmp_path / "link.conf"
+    link.symlink_to(rhel.name)
+    res, again = playbook(tmp_path, [conf_task(link, layout="file", pull_options=dict(use_hard_links=True)),
+                                     conf_task(link, layout="file", pull_options=dict(use_hard_links=True))])
+    assert res["changed"] and res["path"] == str(link) and res["target"] == str(rhel)
+    assert link.is_symlink() and os.readlink(str(link)) == rhel.name
+    assert 'use_hard_links = "true"' in rhel.read_text()
+    assert not again["changed"]
+
+
+def test_symlinked_config_with_follow_false_replaces_the_link_only(tmp_path, rhel):
+    original = rhel.read_text()
+    link = tmp_path / "link.conf"
+    link.symlink_to(rhel.name)
+    res, again = playbook(tmp_path, [conf_task(link, layout="file", follow=False, pull_options=dict(use_hard_links=True)),
+                                     conf_task(link, layout="file", follow=False, pull_options=dict(use_hard_links=True))])
+    assert res["changed"] and res["target"] == str(link)
+    assert not link.is_symlink() and 'use_hard_links = "true"' in link.read_text()
+    assert rhel.read_text() == original
+    assert not again["changed"]
+
+
+SECRET = "root:$6$Zq8marker$Hx0SECRETHASHmarker:19000:0:99999:7:::\n"
+
+
+def test_link_to_a_root_shadow_0640_file_leaks_nothing(tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.write_text(SECRET)
+    os.chown(str(shadow), 0, 42)
+    shadow.chmod(0o640)
+    link = tmp_path / "storage.conf"
+    link.symlink_to(str(shadow))
+    before = snapshot(shadow)
+    tasks = [{"name": "info", "composefs.fleet.storage_conf_info": {"paths": [str(link), "/etc/shadow"],
+                                                                    "dropin_dirs": [str(tmp_path)]}},
+             conf_task(link, use_composefs=False, pull_options=dict(use_hard_links=True))]
+    info, res = playbook(tmp_path, tasks, diff=True)
+    dumped = json.dumps([info, res])
+    assert "marker" not in dumped
+    with open("/etc/shadow") as f:
+        assert f.readline().split(":")[1] not in dumped
+    assert info["files"][0]["content"] is None and "does not look like a TOML file" in info["files"][0]["error"]
+    assert info["files"][1]["content"] is None
+    assert res["failed"] and "cannot edit %s" % link in res["msg"]
+    assert snapshot(shadow) == before and link.is_symlink()
+
+
+# ---------------------------------------------------------------- issue 9 item 12: check mode runs the same preflight
+
+def test_check_mode_fails_on_a_missing_directory_like_the_real_run(tmp_path):
+    p = tmp_path / "missing" / "storage.conf"
+    for check in (True, False):
+        res, = playbook(tmp_path, [conf_task(p, layout="file", pull_options=dict(use_hard_links=True))], check=check)
+        assert res["failed"] and "directory %s does not exist" % p.parent in res["msg"], res
+        assert not p.parent.exists()
+
+
+# ---------------------------------------------------------------- issue 10 items 2-4: layout, file attributes, path, version override
+
+def test_file_attributes_are_applied_idempotently_and_shown_in_the_diff(tmp_path, rhel):
+    opts = dict(layout="file", pull_options=dict(use_hard_links=True), mode="0600", owner="root", group="shadow")
+    check, = playbook(tmp_path, [conf_task(rhel, **opts)], check=True, diff=True)
+    assert check["changed"] and stat.S_IMODE(rhel.stat().st_mode) == 0o640
+    first, second = playbook(tmp_path, [conf_task(rhel, **opts), conf_task(rhel, **opts)], diff=True)
+    st = rhel.stat()
+    assert first["changed"] and stat.S_IMODE(st.st_mode) == 0o600 and (st.st_uid, st.st_gid) == (0, 42)
+    assert first["attributes"]["after"] == dict(mode="0600", owner="root", group="shadow")
+    assert [d["before_header"] for d in first["diff"]] == [str(rhel), "%s (attributes)" % rhel]
+    assert first["diff"][1]["before"]["mode"] == "0640"
+    assert not second["changed"]
+    # Only the mode changes: the content stays, the diff shows the attributes.
+    opts["mode"] = "0644"
+    third, = playbook(tmp_path, [conf_task(rhel, **opts)], diff=True)
+    assert third["changed"] and third["changes"] == [] and stat.S_IMODE(rhel.stat().st_mode) == 0o644
+
+
+def test_mode_as_a_yaml_number_is_refused(tmp_path, rhel):
+    before = snapshot(rhel)
+    res, = playbook(tmp_path, [conf_task(rhel, layout="file", pull_options=dict(use_hard_links=True), mode=420)])
+    assert res["failed"] and "quoted string" in res["msg"]
+    assert snapshot(rhel) == before
+
+
+def test_old_mode_values_are_refused_not_mistaken(tmp_path, rhel):
+    before = snapshot(rhel)
+    res, = playbook(tmp_path, [conf_task(rhel, mode="file", pull_options=dict(use_hard_links=True))])
+    assert res["failed"] and "the option that chooses the full file or a drop-in is called layout: use layout: file" in res["msg"]
+    assert snapshot(rhel) == before
+
+
+def test_path_alone_implies_scope_path(tmp_path, rhel):
+    task = {"name": "storage_conf", "composefs.fleet.storage_conf": dict(path=str(rhel), layout="file",
+                                                                         pull_options=dict(use_hard_links=True))}
+    res, = playbook(tmp_path, [task])
+    assert res["changed"] and res["scope"] == "path" and res["path"] == str(rhel)
+    assert 'use_hard_links = "true"' in rhel.read_text()
+
+
+def test_path_with_scope_rootful_is_an_error(tmp_path, rhel):
+    before = snapshot(rhel)
+    res, = playbook(tmp_path, [conf_task(rhel, scope="rootful", pull_options=dict(use_hard_links=True))])
+    assert res["failed"] and "was given with scope=rootful" in res["msg"]
+    assert snapshot(rhel) == before
+
+
+@needs_podman
+def test_real_podman_4_version_override_writes_and_warns(tmp_path, rhel):
+    assert _podman_version() < (5, 0), "this test expects a Podman older than 5.0 (bookworm's 4.3)"
+    refused, = playbook(tmp_path, [conf_task(rhel, use_composefs=True)])
+    assert refused["failed"] and "podman_version_check=false" in refused["msg"]
+    res, = playbook(tmp_path, [conf_task(rhel, use_composefs=True, podman_version_check=False)])
+    assert res["changed"] and not res.get("failed") and res["podman_supports_composefs"] is False
+    assert any("Written anyway because podman_version_check=false" in w for w in res["warnings"])
+    assert 'use_composefs = "true"' in rhel.read_text()
+
+
+@needs_podman
+def test_role_version_override_prepares_an_old_podman_and_says_it_cannot_verify(tmp_path, private_conf):
+    assert _podman_version() < (5, 0), "this test expects a Podman older than 5.0 (bookworm's 4.3)"
+    # mkcomposefs is missing here too: reported, not fatal (the version override is what is tested)
+    variables = dict(podman_storage_conf_path=str(private_conf), podman_version_check=False,
+                     podman_prerequisites_fatal=False)
+    rc, out = run_role(tmp_path, **variables)
+    assert rc == 0, out
+    assert _recap(out)["changed"] == "1"
+    assert 'use_composefs = "true"' in private_conf.read_text()
+    assert "does not read use_composefs (needs 5.0.0 or later)" in out
+    rc, out = run_role(tmp_path, **variables)
+    assert rc == 0, out
+    assert _recap(out)["changed"] == "0"
+
+
+@needs_podman
+def test_role_refuses_the_renamed_variable(tmp_path, private_conf):
+    before = snapshot(private_conf)
+    rc, out = run_role(tmp_path, podman_storage_conf_path=str(private_conf), podman_storage_conf_mode="file")
+    assert rc != 0 and "podman_storage_conf_mode was renamed to podman_storage_conf_layout" in out
     assert snapshot(private_conf) == before

@@ -168,3 +168,166 @@ def test_write_main_creates_dirs_only_when_asked(tmp_path, capsys):
 def test_storage_conf_module_refuses_to_run_without_its_action_plugin(capsys):
     res = run_main(storage_conf, dict(use_composefs=True), capsys)
     assert res["failed"] and "runs through its action plugin" in res["msg"]
+
+
+# ---------------------------------------------------------------- issue 9 item 6: what storage_conf_info reads
+
+SECRET = "root:$6$Zq8marker$Hx0SECRETHASHmarker:19000:0:99999:7:::\n"
+
+
+@pytest.fixture
+def shadow_like(tmp_path):
+    """A root:shadow 0640 file shaped like /etc/shadow."""
+    p = tmp_path / "shadow"
+    p.write_text(SECRET)
+    os.chown(str(p), 0, 42)
+    p.chmod(0o640)
+    return p
+
+
+def _leaks(record):
+    return "marker" in json.dumps(record)
+
+
+def test_info_link_to_a_shadow_file_leaks_nothing(tmp_path, shadow_like):
+    link = tmp_path / "storage.conf"
+    link.symlink_to(str(shadow_like))
+    r = info.read_file_record(str(link), 1 << 20)
+    assert r["link"] and r["target"] == str(shadow_like)
+    assert r["content"] is None and r["sha256"] is None
+    assert "does not look like a TOML file (line 1 is not a TOML table header" in r["error"]
+    assert not _leaks(r)
+
+
+def test_info_link_to_the_real_etc_shadow_leaks_nothing(tmp_path):
+    link = tmp_path / "storage.conf"
+    link.symlink_to("/etc/shadow")
+    r = info.read_file_record(str(link), 1 << 20)
+    assert r["content"] is None and r["sha256"] is None and "not returned" in r["error"]
+    with open("/etc/shadow") as f:
+        first = f.readline().split(":")
+    assert first[1] not in json.dumps(r)
+
+
+def test_info_refuses_a_link_another_user_planted(tmp_path):
+    real = tmp_path / "real.conf"
+    real.write_text("[storage]\n")
+    link = tmp_path / "storage.conf"
+    link.symlink_to(str(real))
+    os.lchown(str(link), 65534, 65534)
+    r = info.read_file_record(str(link), 1024)
+    assert r["content"] is None and "symlink owned by uid 65534" in r["error"] and "not followed" in r["error"]
+
+
+def test_info_refuses_a_file_another_user_owns(tmp_path):
+    p = tmp_path / "storage.conf"
+    p.write_text("[storage]\n")
+    os.chown(str(p), 65534, 65534)
+    r = info.read_file_record(str(p), 1024)
+    assert r["content"] is None and "owned by uid 65534" in r["error"]
+
+
+def test_info_does_not_hang_on_a_fifo_and_never_opens_devices(tmp_path):
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(str(fifo))
+    assert "not a regular file" in info.read_file_record(str(fifo), 1024)["error"]
+    link = tmp_path / "dev.conf"
+    link.symlink_to("/dev/zero")
+    assert "not a regular file" in info.read_file_record(str(link), 1024)["error"]
+
+
+@pytest.mark.parametrize("data,why", [
+    (b"a = 1\n\0\0\0secretmarker", "binary data (a NUL byte at offset 6)"),
+    (b"a = 1\n\xffsecretmarker", "not UTF-8 text (byte 0xff at offset 6)"),
+    (b"a = 1\nsecretmarker: yes\n", "line 2 is not a TOML table header, key = value or comment"),
+])
+def test_info_refuses_what_is_not_toml_text_quoting_nothing(tmp_path, data, why):
+    p = tmp_path / "x.conf"
+    p.write_bytes(data)
+    r = info.read_file_record(str(p), 1024)
+    assert why in r["error"] and r["content"] is None and not _leaks(r)
+
+
+def test_info_dangling_link_is_an_error(tmp_path):
+    link = tmp_path / "storage.conf"
+    link.symlink_to(str(tmp_path / "nowhere.conf"))
+    r = info.read_file_record(str(link), 1024)
+    assert r["exists"] and "which does not exist" in r["error"]
+
+
+# ---------------------------------------------------------------- storage_conf_write: follow, attributes, preflight
+
+def test_write_follows_a_link_by_default_and_keeps_it(tmp_path, capsys):
+    real = tmp_path / "real.conf"
+    real.write_text("old\n")
+    link = tmp_path / "storage.conf"
+    link.symlink_to("real.conf")
+    res = run_main(write, dict(path=str(link), content="new\n"), capsys)
+    assert res["changed"] and res["target"] == str(real) and not res["replaced_link"]
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert sorted(os.listdir(str(tmp_path))) == ["real.conf", "storage.conf"]
+
+
+def test_write_follow_false_replaces_only_the_link(tmp_path, capsys):
+    real = tmp_path / "real.conf"
+    real.write_text("same\n")
+    link = tmp_path / "storage.conf"
+    link.symlink_to("real.conf")
+    res = run_main(write, dict(path=str(link), content="same\n", follow=False), capsys)
+    assert res["changed"] and res["replaced_link"] and res["target"] == str(link)
+    assert not link.is_symlink() and link.read_text() == "same\n" and real.read_text() == "same\n"
+    res = run_main(write, dict(path=str(link), content="same\n", follow=False), capsys)
+    assert not res["changed"]
+
+
+def test_write_refuses_a_planted_link(tmp_path, capsys):
+    real = tmp_path / "real.conf"
+    real.write_text("old\n")
+    link = tmp_path / "storage.conf"
+    link.symlink_to("real.conf")
+    os.lchown(str(link), 65534, 65534)
+    res = run_main(write, dict(path=str(link), content="new\n"), capsys)
+    assert res["failed"] and "owned by uid 65534" in res["msg"] and real.read_text() == "old\n"
+
+
+def test_write_sets_mode_owner_group_atomically_and_idempotently(tmp_path, capsys):
+    p = tmp_path / "storage.conf"
+    p.write_text("old\n")
+    p.chmod(0o644)
+    args = dict(path=str(p), content="new\n", mode="0640", owner="root", group="shadow", _ansible_diff=True)
+    res = run_main(write, args, capsys)
+    st = p.stat()
+    assert res["changed"] and stat.S_IMODE(st.st_mode) == 0o640 and (st.st_uid, st.st_gid) == (0, 42)
+    assert res["attributes"] == dict(before=dict(mode="0644", owner="root", group="root"),
+                                     after=dict(mode="0640", owner="root", group="shadow"))
+    assert [d["before_header"] for d in res["diff"]] == [str(p), "%s (attributes)" % p]
+    res = run_main(write, args, capsys)
+    assert not res["changed"]
+    # Attributes alone: changed in place, in check mode only predicted.
+    res = run_main(write, dict(args, mode="u=rw,g=,o=", _ansible_check_mode=True), capsys)
+    assert res["changed"] and res["attributes"]["after"]["mode"] == "0600" and stat.S_IMODE(p.stat().st_mode) == 0o640
+    res = run_main(write, dict(args, mode="u=rw,g=,o="), capsys)
+    assert res["changed"] and stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_text() == "new\n"
+
+
+@pytest.mark.parametrize("bad,why", [
+    (dict(mode=420), "not the number 420"),
+    (dict(mode="rwx"), "neither an octal mode"),
+    (dict(owner="no-such-user-here"), "no such user"),
+    (dict(group="no-such-group-here"), "no such group"),
+])
+def test_write_bad_attributes_fail_before_writing_also_in_check_mode(tmp_path, capsys, bad, why):
+    p = tmp_path / "storage.conf"
+    p.write_text("old\n")
+    for check in (True, False):
+        res = run_main(write, dict(path=str(p), content="new\n", _ansible_check_mode=check, **bad), capsys)
+        assert res["failed"] and why in res["msg"] and p.read_text() == "old\n"
+
+
+def test_write_check_mode_fails_on_a_missing_directory_like_the_real_run(tmp_path, capsys):
+    p = tmp_path / "missing" / "storage.conf"
+    for check in (True, False):
+        res = run_main(write, dict(path=str(p), content="x\n", _ansible_check_mode=check), capsys)
+        assert res["failed"] and "directory %s does not exist" % p.parent in res["msg"]
+    res = run_main(write, dict(path=str(p), content="x\n", create_dirs=True, _ansible_check_mode=True), capsys)
+    assert res["changed"] and not p.parent.exists()

@@ -9,7 +9,10 @@ import os
 import tomllib
 
 import pytest
+import tomlkit
+from hypothesis import given, settings as hsettings, strategies as st
 
+from ansible_collections.composefs.fleet.plugins.module_utils.storage_conf import toml_like_problem
 from ansible_collections.composefs.fleet.plugins.plugin_utils import storage_conf as sc
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -49,7 +52,8 @@ def probe(files, podman="5.4.2", dropins=None, users=None, mk=None, kernel=None,
 
 def params(**kw):
     base = dict(use_composefs=None, pull_options=None, overlay_options=None, driver=None, graphroot=None, runroot=None,
-                scope="rootful", path=None, mode="auto", dropin_name="50-composefs-fleet.conf", backup=False)
+                scope=None, path=None, layout="auto", dropin_name="50-composefs-fleet.conf", backup=False,
+                mode=None, owner=None, group=None, follow=True, podman_version_check=True)
     base.update(kw)
     return base
 
@@ -68,7 +72,7 @@ def comments(text):
 def test_enable_composefs_edits_in_place_and_keeps_comments(vendor):
     text = fixture(vendor)
     res = sc.plan(params(use_composefs=True), probe({MAIN: text}))
-    assert res["changed"] and res["mode"] == "file" and res["path"] == MAIN
+    assert res["changed"] and res["layout"] == "file" and res["path"] == MAIN
     after = res["content"]
     assert comments(after) == comments(text)
     parsed = tomllib.loads(after)
@@ -80,7 +84,7 @@ def test_enable_composefs_edits_in_place_and_keeps_comments(vendor):
         table["storage"]["options"]["overlay"].pop("use_composefs", None)
         table["storage"]["options"]["pull_options"].pop("enable_partial_images", None)
     assert parsed == before
-    assert res["diff"]["before"] == text and res["diff"]["after"] == after
+    assert res["diff"][0]["before"] == text and res["diff"][0]["after"] == after
     assert res["effective"]["storage.options.overlay.use_composefs"] == dict(value="true", source=MAIN)
 
 
@@ -257,7 +261,7 @@ def test_missing_main_file_is_created_from_the_vendor_file():
     assert res["created"] and res["changed"] and res["expected_sha256"] == "absent"
     assert res["content"].startswith("# Copied from %s by composefs.fleet.storage_conf" % VENDOR)
     assert comments(vendor) == comments(res["content"])[1:]
-    assert res["diff"]["before"] == "" and res["diff"]["before_header"].endswith("(absent)")
+    assert res["diff"][0]["before"] == "" and res["diff"][0]["before_header"].endswith("(absent)")
 
 
 def test_missing_main_file_and_vendor_gives_a_minimal_file():
@@ -277,13 +281,13 @@ def test_nothing_to_set_creates_nothing():
 
 def test_podman_5_auto_is_the_full_file():
     res = sc.plan(params(use_composefs=True), probe({MAIN: fixture("fedora-41.conf")}, podman="5.8.0"))
-    assert (res["mode"], res["path"], res["podman_reads_dropins"]) == ("file", MAIN, False)
+    assert (res["layout"], res["path"], res["podman_reads_dropins"]) == ("file", MAIN, False)
 
 
 def test_podman_6_auto_is_a_rootful_dropin_with_only_managed_keys():
     vendor = fixture("fedora-41.conf")
     res = sc.plan(params(use_composefs=True), probe({VENDOR: vendor}, podman="6.0.0"))
-    assert (res["mode"], res["path"], res["created"]) == ("dropin", DROPIN, True)
+    assert (res["layout"], res["path"], res["created"]) == ("dropin", DROPIN, True)
     assert tomllib.loads(res["content"]) == {"storage": {"options": {
         "overlay": {"use_composefs": "true"}, "pull_options": {"enable_partial_images": "true"}}}}
     assert res["content"].startswith("# containers-storage drop-in")
@@ -320,7 +324,7 @@ def test_podman_6_pull_options_merge_across_files():
 
 def test_podman_6_file_mode_with_rootless_users_warns():
     p = probe({MAIN: fixture("fedora-41.conf")}, podman="6.0.0", users=["alice", "bob"])
-    res = sc.plan(params(use_composefs=True, mode="file"), p)
+    res = sc.plan(params(use_composefs=True, layout="file"), p)
     sc.host_checks(res, p, None)
     assert res["path"] == MAIN
     assert any("rootless Podman users (alice, bob) read /etc/containers/storage.conf" in w
@@ -347,13 +351,13 @@ def test_podman_5_rootless_users_get_a_note_not_a_warning():
 def test_podman_6_root_home_config_shadows_etc():
     p = probe({MAIN: fixture("fedora-41.conf"), "~/.config/containers/storage.conf": "[storage]\ndriver = \"overlay\"\n"},
               podman="6.0.0")
-    res = sc.plan(params(use_composefs=True, mode="file"), p)
+    res = sc.plan(params(use_composefs=True, layout="file"), p)
     assert any("/root/.config/containers/storage.conf exists, and Podman >= 6 reads it instead" in w for w in res["warnings"])
 
 
 def test_dropin_on_podman_5_is_an_error():
-    with pytest.raises(sc.StorageConfError, match="mode=dropin needs Podman >= 6.0.0"):
-        sc.plan(params(use_composefs=True, mode="dropin"), probe({MAIN: fixture("fedora-41.conf")}, podman="5.4.2"))
+    with pytest.raises(sc.StorageConfError, match="layout=dropin needs Podman >= 6.0.0"):
+        sc.plan(params(use_composefs=True, layout="dropin"), probe({MAIN: fixture("fedora-41.conf")}, podman="5.4.2"))
 
 
 def test_bad_dropin_name():
@@ -382,7 +386,7 @@ def test_pull_option_newer_than_podman_warns():
 
 def test_no_podman_assumes_full_file_and_says_so():
     res = sc.plan(params(use_composefs=True), probe({MAIN: fixture("fedora-41.conf")}, podman=None))
-    assert res["mode"] == "file" and res["podman_version"] is None
+    assert res["layout"] == "file" and res["podman_version"] is None
     assert any("Podman was not found" in w for w in res["warnings"])
 
 
@@ -403,7 +407,7 @@ def test_scope_path_edits_only_that_file():
 
 
 def test_scope_path_dropin_mode_creates_a_minimal_file():
-    res = sc.plan(params(scope="path", path="/srv/x.conf", mode="dropin", pull_options=dict(use_hard_links=True)),
+    res = sc.plan(params(scope="path", path="/srv/x.conf", layout="dropin", pull_options=dict(use_hard_links=True)),
                   probe({"/srv/x.conf": None}, podman="5.4.2"))
     assert tomllib.loads(res["content"]) == {"storage": {"options": {"pull_options": {"use_hard_links": "true"}}}}
 
@@ -457,3 +461,109 @@ def test_host_checks_quiet_when_composefs_off():
 def test_round_trip_guard():
     with pytest.raises(sc.StorageConfError, match="would not read back"):
         sc.check_round_trip('a = "1"\n', {"a": "2"}, "/x")
+
+
+# ---------------------------------------------------------------- issue 10: path implies scope, the version override
+
+def test_path_alone_implies_scope_path():
+    text = fixture("rhel-9.conf")
+    res = sc.plan(params(path="/srv/ci/storage.conf", use_composefs=True), probe({"/srv/ci/storage.conf": text}))
+    assert res["scope"] == "path" and res["path"] == "/srv/ci/storage.conf" and res["changed"]
+    assert sc.probe_request(params(path="/srv/ci/storage.conf"))["paths"][0] == "/srv/ci/storage.conf"
+
+
+def test_path_with_scope_rootful_is_an_error_not_ignored():
+    with pytest.raises(sc.StorageConfError, match="path=/srv/ci/storage.conf was given with scope=rootful"):
+        sc.plan(params(scope="rootful", path="/srv/ci/storage.conf", use_composefs=True),
+                probe({"/srv/ci/storage.conf": fixture("rhel-9.conf")}))
+
+
+def test_no_path_no_scope_is_rootful():
+    res = sc.plan(params(use_composefs=True), probe({MAIN: fixture("fedora-41.conf")}))
+    assert (res["scope"], res["path"]) == ("rootful", MAIN)
+
+
+def test_podman_4_composefs_written_with_the_version_check_off():
+    res = sc.plan(params(use_composefs=True, podman_version_check=False),
+                  probe({MAIN: fixture("debian-bookworm.conf")}, podman="4.3.1"))
+    assert res["changed"] and 'use_composefs = "true"' in res["content"]
+    assert any("too old for composefs" in w and "podman_version_check=false" in w for w in res["warnings"])
+
+
+def test_podman_4_refusal_names_the_override():
+    with pytest.raises(sc.StorageConfError, match="podman_version_check=false"):
+        sc.plan(params(use_composefs=True), probe({MAIN: fixture("debian-bookworm.conf")}, podman="4.3.1"))
+
+
+def test_dropin_on_podman_5_with_the_version_check_off_warns():
+    res = sc.plan(params(use_composefs=True, layout="dropin", podman_version_check=False),
+                  probe({MAIN: fixture("fedora-41.conf")}, podman="5.4.2"))
+    assert res["layout"] == "dropin" and res["path"] == DROPIN and res["changed"]
+    assert any("layout=dropin needs Podman >= 6.0.0" in w for w in res["warnings"])
+
+
+# ---------------------------------------------------------------- issue 9 item 6: symlinked files
+
+def linked(path, target, text):
+    r = rec(path, text)
+    r.update(link=True, target=target)
+    return r
+
+
+def probe_with(record, **kw):
+    p = probe({}, **kw)
+    p["files"] = [r for r in p["files"] if r["requested"] != record["requested"]] + [record]
+    return p
+
+
+def test_symlink_followed_by_default_edits_the_target():
+    p = probe_with(linked(MAIN, VENDOR, fixture("fedora-41.conf")))
+    res = sc.plan(params(use_composefs=True), p)
+    assert res["changed"] and res["path"] == MAIN and res["target"] == VENDOR
+    assert res["diff"][0]["after_header"] == "%s (-> %s)" % (MAIN, VENDOR)
+    assert any("its target %s is edited and the link stays" % VENDOR in n for n in res["notes"])
+
+
+def test_symlink_not_followed_is_replaced_even_without_a_content_change():
+    text = fixture("fedora-41.conf").replace('# use_composefs = "false"', 'use_composefs = "true"')
+    p = probe_with(linked(MAIN, VENDOR, text))
+    res = sc.plan(params(use_composefs=True, follow=False), p)
+    assert res["changed"] and res["changes"] == [] and res["target"] == MAIN and res["content"] == text
+    res = sc.plan(params(use_composefs=True), p)
+    assert not res["changed"]
+
+
+def test_symlinked_dropin_is_warned_about():
+    p = probe_with(linked(DROPIN, "/srv/mine.conf", "[storage]\n"), podman="6.0.0")
+    res = sc.plan(params(use_composefs=True), p)
+    assert any("containers-storage skips symlinked drop-ins" in w for w in res["warnings"])
+
+
+def test_unreadable_target_error_is_passed_on_without_content():
+    r = rec("/srv/x.conf", None)
+    r.update(exists=True, error="/etc/shadow does not look like a TOML file (line 1 is not ...): not returned")
+    with pytest.raises(sc.StorageConfError, match="cannot edit /srv/x.conf: /etc/shadow does not look like a TOML"):
+        sc.plan(params(path="/srv/x.conf", use_composefs=True), probe_with(r))
+
+
+# ---------------------------------------------------------------- the host's TOML-like check never refuses real TOML
+
+_keys = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x7f"), min_size=1, max_size=8)
+_scalars = st.one_of(st.booleans(), st.integers(), st.text(max_size=20), st.floats(allow_nan=False, allow_infinity=False))
+_values = st.recursive(
+    _scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)), max_leaves=8)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=5))
+def test_toml_like_accepts_everything_tomlkit_writes(doc):
+    text = tomlkit.dumps(doc)
+    assert tomllib.loads(text) is not None
+    assert toml_like_problem(text) is None, text
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_toml_like_accepts_the_vendor_files_and_our_edits(vendor):
+    assert toml_like_problem(fixture(vendor)) is None
+    res = sc.plan(params(use_composefs=True, pull_options=dict(use_hard_links=True)), probe({MAIN: fixture(vendor)}))
+    assert toml_like_problem(res["content"]) is None
