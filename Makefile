@@ -12,7 +12,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle setup-sid-root demo test test-unit test-unit-py39 \
-        test-integration test-fleet test-vm sanity lint molecule bench clean
+        test-integration test-fleet test-podman test-vm sanity lint molecule bench clean
 
 help:
 	@echo "make demo   set up, then run playbooks/demo.yml on localhost"
@@ -42,7 +42,7 @@ demo: setup
 
 # ---- every tier and gate ----
 test: setup setup-py39 setup-vm setup-oracle setup-sid-root
-	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration test-fleet sanity lint molecule test-vm
+	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration test-fleet test-podman sanity lint molecule test-vm
 	@echo "make test: every tier and gate passed"
 
 test-unit:
@@ -62,6 +62,12 @@ test-vm:
 test-fleet:
 	$(PYTEST) tests/fleet
 
+# A real Podman 5 (the sid root as a fleet host), a real registry: composefs after the podman role.
+SID_ROOT := .cache/sid-root/rootfs
+test-podman:
+	@test -x $(SID_ROOT)/usr/bin/podman || { echo "test-podman: $(SID_ROOT) has no Podman: run make setup-sid-root" >&2; exit 1; }
+	$(PYTEST) tests/podman
+
 sanity:
 	scripts/sanity.sh
 
@@ -71,7 +77,7 @@ lint:
 molecule:
 	molecule test --all
 
-bench: setup setup-oracle
+bench: setup setup-oracle setup-sid-root
 	$(PY) bench/run.py
 
 clean:

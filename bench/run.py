@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fsverity_digest  # noqa: E402
 import image_build  # noqa: E402
 import fleet  # noqa: E402
+import podman  # noqa: E402
 
 
 def fleet_bench(results):
@@ -20,7 +21,14 @@ def fleet_bench(results):
     fleet.main(["--repeat", "3"])
 
 
-BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main), ("fleet: verity_report vs ping", fleet_bench)]
+def podman_bench(results):
+    # zstd:chunked + composefs against gzip on the real Podman host, same run (bench/results/podman.json)
+    rows = podman.main(["--repeat", "3"])
+    results.append({"name": "podman: image 2 after image 1", "zstd_chunked": rows["zstd"], "gzip": rows["gzip"]})
+
+
+BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main), ("fleet: verity_report vs ping", fleet_bench),
+           ("real Podman: zstd:chunked + composefs vs gzip", podman_bench)]
 
 
 def main():

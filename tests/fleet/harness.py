@@ -88,6 +88,21 @@ REQUIRED_COMMANDS = {
     "mkfs.xfs": "xfsprogs",
     "mkfs.btrfs": "btrfs-progs",
 }
+# The sid root filesystem (scripts/setup-sid-root.sh) that the Podman host runs as its root.
+SID_ROOTFS = os.path.join(TOP, ".cache", "sid-root", "rootfs")
+PODMAN_GRAPHROOT = "/var/lib/containers"  # an ext4 image of its own: overlay cannot use overlayfs as its upper
+PODMAN_GRAPHROOT_MIB = 512
+# Machine facts of the Podman host, not storage settings (those are the role's): this machine runs hybrid
+# cgroups, which crun refuses, so the host gets a fresh cgroup2 without controllers, and containers run
+# without cgroups; there is no systemd (cgroupfs manager) and no journald (events to a file).
+PODMAN_HOST_CONTAINERS_CONF = """# Written by tests/fleet/harness.py: what this fleet host's machine needs (see docs/fleet-tests.md).
+[containers]
+cgroups = "disabled"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin")
 
 
@@ -159,9 +174,15 @@ def run(argv: Sequence[str], check: bool = True, timeout: float = 120.0) -> subp
     return proc
 
 
-def missing_prerequisites(vm: bool = False) -> List[str]:
+def missing_prerequisites(vm: bool = False, podman: bool = False) -> List[str]:
     """What this machine lacks to build the fleet, as messages naming the fix."""
     problems = []
+    if podman:
+        for tool in ("usr/bin/podman", "usr/bin/mkcomposefs", "usr/sbin/sshd", "usr/bin/python3", "usr/bin/docker-registry"):
+            if not os.path.exists(os.path.join(SID_ROOTFS, tool)):
+                problems.append("the Podman host needs the sid root filesystem, and %s has no /%s: run `make setup-sid-root` "
+                                "(scripts/setup-sid-root.sh)" % (SID_ROOTFS, tool))
+                break
     if os.geteuid() != 0:
         problems.append("the fleet needs root (network and mount namespaces, loop devices)")
     for cmd, pkg in REQUIRED_COMMANDS.items():
@@ -521,6 +542,56 @@ class Fleet:
         lines.append("exec %s -D -e -f %s/%s" % (SSHD, SSHD_DIR, self._sshd_config_name(host)))
         return "\n".join(lines) + "\n"
 
+    def _podman_init_script(self, host: dict) -> str:
+        """The mount namespace of the Podman host: the sid root filesystem as ``/``, then its own sshd.
+
+        The root is an overlay (upper in the host's state directory, lower the cached sid root, never
+        written), so every fleet starts from a clean machine. crun sets propagation on ``/``, so ``/``
+        must be a mount point: a chroot fails ("set propagation for `/`: Invalid argument"), pivot_root
+        into the overlay mount works.
+        """
+        q = shlex.quote
+        tag = self.prefix + host["name"]
+        root = os.path.join(host["dir"], "root")
+        ovl = os.path.join(host["dir"], "overlay")
+        lines = [
+            "#!/bin/sh",
+            "# Written by tests/fleet/harness.py: the Podman host %s, whose root is the sid root filesystem." % host["name"],
+            "set -eu",
+            "for m in $(awk '$3 == \"nsfs\" && $2 ~ \"^/run/netns/\" {print $2}' /proc/self/mounts); do umount -l \"$m\" || true; done",
+            "root=%s" % q(root),
+            "mkdir -p %s/upper %s/work \"$root\"" % (q(ovl), q(ovl)),
+            "mount -t overlay -o %s %s \"$root\"" % (
+                q("lowerdir=%s,upperdir=%s/upper,workdir=%s/work" % (os.path.realpath(SID_ROOTFS), ovl, ovl)), q(tag + "-root")),
+            "mount -t proc proc \"$root/proc\"",
+            "mount --rbind /dev \"$root/dev\"",
+            "mount -t sysfs sysfs \"$root/sys\"",
+            # this machine's hybrid cgroups make crun refuse to start: a cgroup2 of its own (no controllers)
+            "mount -t cgroup2 cgroup2 \"$root/sys/fs/cgroup\"",
+            "mount -t tmpfs -o mode=0755,size=64m %s \"$root/run\"" % q(tag + "-run"),
+            "mount -t tmpfs -o mode=1777,size=256m %s \"$root/tmp\"" % q(tag + "-tmp"),
+            "mount -t tmpfs -o mode=0755,size=256m %s \"$root/srv\"" % q(tag + "-srv"),
+            "mount -t tmpfs -o mode=0700,size=64m %s \"$root/root\"" % q(tag + "-home"),
+            "mkdir -p \"$root%s\"" % PODMAN_GRAPHROOT,
+            "mount -t ext4 %s \"$root%s\"" % (q(host["loops"]["graphroot"]["device"]), PODMAN_GRAPHROOT),
+            "mkdir -p \"$root/run/sshd\" \"$root%s\" \"$root/etc/containers/containers.conf.d\"" % SSHD_DIR,
+            "cp %s \"$root/etc/containers/containers.conf.d/00-cfsf-fleet-host.conf\"" % q(os.path.join(host["dir"], "containers.conf")),
+        ]
+        for name in (self._sshd_config_name(host), "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+            lines.append("cp %s \"$root%s/\"" % (q(os.path.join(host["dir"], name)), SSHD_DIR))
+        lines.append("cp %s \"$root%s/\"" % (q(os.path.join(self.state_dir, "authorized_keys")), SSHD_DIR))
+        lines.append("chmod 0600 \"$root%s/ssh_host_ed25519_key\" \"$root%s/authorized_keys\"" % (SSHD_DIR, SSHD_DIR))
+        lines += [
+            "mkdir -p \"$root/.cfsf-oldroot\"",
+            "cd \"$root\"",
+            "pivot_root . .cfsf-oldroot",
+            "cd /",
+            # the sid root has no util-linux mount tools; busybox-static has umount
+            "/usr/bin/busybox umount -l /.cfsf-oldroot",
+            "exec %s -D -e -f %s/%s" % (SSHD, SSHD_DIR, self._sshd_config_name(host)),
+        ]
+        return "\n".join(lines) + "\n"
+
     def _sshd_config_name(self, host: dict) -> str:
         return "%s%s-sshd_config" % (self.prefix, host["name"])
 
@@ -554,6 +625,15 @@ class Fleet:
 
     def _start_namespace_host(self, host: dict) -> None:
         os.makedirs(host["dir"], exist_ok=True)
+        if host["type"] == "podman":
+            image = os.path.join(host["dir"], "%s%s-graphroot.img" % (self.prefix, host["name"]))
+            with open(image, "wb") as f:
+                f.truncate(PODMAN_GRAPHROOT_MIB * 1024 * 1024)
+            run(["mkfs.ext4", "-q", "-F", "-b", "4096", image])
+            device = run(["losetup", "--find", "--show", image]).stdout.strip()
+            host["loops"]["graphroot"] = {"device": device, "image": image}
+            self.save()
+            _write(os.path.join(host["dir"], "containers.conf"), PODMAN_HOST_CONTAINERS_CONF)
         for kind_name in host["kinds"]:
             kind = KINDS_BY_NAME[kind_name]
             if not kind.size_mib:
@@ -567,7 +647,7 @@ class Fleet:
         _write(os.path.join(host["dir"], self._sshd_config_name(host)),
                self.sshd_config(host["name"], "%s:22" % host["address"], SSHD_DIR, SSHD_DIR + "/sshd.pid"))
         init = os.path.join(host["dir"], "init.sh")
-        _write(init, self._init_script(host), 0o755)
+        _write(init, self._podman_init_script(host) if host["type"] == "podman" else self._init_script(host), 0o755)
         ns, veth = host["netns"], host["veth"]
         run(["ip", "netns", "add", ns])
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
@@ -639,11 +719,12 @@ class Fleet:
             "fleet_paths": {k.name: k.path for k in kinds},
             "fleet_expected": {k.path: k.verdict(kernel_verity) for k in kinds},
             "fleet_expected_fstype": {k.path: k.fstype for k in kinds},
+            **({"fleet_podman_graphroot": PODMAN_GRAPHROOT} if host["type"] == "podman" else {}),
         }
 
     def write_inventory(self, path: Optional[str] = None) -> str:
         path = os.path.abspath(path or self.inventory_path)
-        groups: Dict[str, dict] = {"fleet_namespace": {}, "fleet_nopython": {}, "fleet_vm": {}}
+        groups: Dict[str, dict] = {"fleet_namespace": {}, "fleet_nopython": {}, "fleet_vm": {}, "fleet_podman": {}}
         for host in self.hosts:
             groups["fleet_%s" % host["type"]][host["name"]] = self._host_vars(host)
         inventory = {"all": {"children": {"fleet": {
@@ -660,8 +741,8 @@ class Fleet:
         return path
 
     def up(self, hosts: int = 3, no_python: int = 0, vm: bool = False, kinds: Sequence[str] = (),
-           inventory: Optional[str] = None, timeout: float = 60.0, vm_timeout: float = 300.0) -> "Fleet":
-        problems = missing_prerequisites(vm=vm)
+           inventory: Optional[str] = None, timeout: float = 60.0, vm_timeout: float = 300.0, podman: int = 0) -> "Fleet":
+        problems = missing_prerequisites(vm=vm, podman=podman > 0)
         if problems:
             raise FleetSetupError("cannot build the fleet:\n  " + "\n  ".join(problems))
         kinds = [KINDS_BY_NAME[k] for k in kinds] if kinds else list(KINDS)
@@ -685,9 +766,11 @@ class Fleet:
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "composefs.fleet test fleet", "-f", self.key_file])
             with open(self.key_file + ".pub", encoding="utf-8") as f:
                 _write(os.path.join(self.state_dir, "authorized_keys"), f.read(), 0o600)
-            names = ["ns%02d" % (i + 1) for i in range(hosts)] + ["nopy%02d" % (i + 1) for i in range(no_python)]
-            for i, name in enumerate(names):
-                host = self._new_host(name, "namespace" if i < hosts else "nopython", i, kinds)
+            names = ([("ns%02d" % (i + 1), "namespace") for i in range(hosts)] + [("nopy%02d" % (i + 1), "nopython") for i in range(no_python)]
+                     + [("pod%02d" % (i + 1), "podman") for i in range(podman)])
+            for i, (name, kind_of_host) in enumerate(names):
+                # the Podman host has no data filesystems: its one is the graphroot
+                host = self._new_host(name, kind_of_host, i, kinds if kind_of_host != "podman" else [])
                 self.state["hosts"].append(host)
                 self.save()
                 self._start_namespace_host(host)
@@ -867,6 +950,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_up = sub.add_parser("up", help="build a fleet and write its inventory")
     p_up.add_argument("--hosts", type=int, default=3, help="namespace hosts with Python (default 3)")
     p_up.add_argument("--no-python", type=int, default=0, help="namespace hosts without Python (default 0)")
+    p_up.add_argument("--podman", type=int, default=0, help="Podman 5 hosts whose root is the sid root filesystem (default 0)")
     p_up.add_argument("--vm", action="store_true", help="add the QEMU guest with an fs-verity kernel (tests/vm)")
     p_up.add_argument("--kinds", default="", help="comma-separated data filesystems (default: %s)" % ",".join(KINDS_BY_NAME))
     p_up.add_argument("--state-dir", required=True)
@@ -889,7 +973,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             unknown = [k for k in kinds if k not in KINDS_BY_NAME]
             if unknown:
                 parser.error("unknown kinds %s (known: %s)" % (unknown, ", ".join(KINDS_BY_NAME)))
-            fleet = up(args.state_dir, hosts=args.hosts, no_python=args.no_python, vm=args.vm, kinds=kinds,
+            fleet = up(args.state_dir, hosts=args.hosts, no_python=args.no_python, vm=args.vm, kinds=kinds, podman=args.podman,
                        inventory=args.inventory, timeout=args.timeout, vm_timeout=args.vm_timeout)
             print("fleet slot %d up in %.1f s: %s" % (fleet.slot, fleet.state["up_seconds"], ", ".join(
                 "%s (%s:%d)" % (h["name"], h["address"], h["port"]) for h in fleet.hosts)))
