@@ -34,7 +34,9 @@ RAW_FALLBACK_OPTION = "raw_fallback"
 
 
 def _excerpt(text, limit=300):
+    """A short, printable quote of what the host printed (it may be binary garbage)."""
     text = " ".join(str(text or "").split())
+    text = "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) if ord(ch) < 256 else "\\u%04x" % ord(ch) for ch in text[:limit])
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
