@@ -526,6 +526,8 @@ def check_facts(facts):
     _check(kernel is None or isinstance(kernel, dict), "kernel", "a mapping", kernel)
     kernel = kernel or {}
     _check(_is_optional_text(kernel.get("release")), "kernel.release", "text", kernel.get("release"))
+    _check(kernel.get("fs_verity") is None or isinstance(kernel.get("fs_verity"), bool), "kernel.fs_verity", "true, false or null",
+           kernel.get("fs_verity"))
     _check(kernel.get("fs_verity_evidence") is None or _is_texts(kernel.get("fs_verity_evidence")),
            "kernel.fs_verity_evidence", "a list of text", kernel.get("fs_verity_evidence"))
     for part in ("overlay", "erofs", "loop"):
@@ -582,7 +584,7 @@ def normalize_policy(policy, what="the policy"):
 
 
 def _yes_no(value):
-    return {True: "yes", False: "no"}.get(value, "unknown")
+    return "yes" if value is True else "no" if value is False else "unknown"
 
 
 def _host_error(out, message):

@@ -79,6 +79,7 @@ def test_kernel_is_a_list():
     (lambda f: f.update(missing_paths=[None]), "missing_paths"),
     (lambda f: f.update(tools=dict(podman="5.0")), "tools.podman"),
     (lambda f: f["kernel"].update(fs_verity_evidence="x"), "kernel.fs_verity_evidence"),
+    (lambda f: f["kernel"].update(fs_verity=[]), "kernel.fs_verity is a list '[]', not true, false or null"),
     (lambda f: f["kernel"]["overlay"].update(basis=3), "kernel.overlay.basis"),
     (lambda f: f.update(root=[]), "root"),
     (lambda f: f.update(warning={"a": 1}), "warning"),
