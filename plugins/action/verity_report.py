@@ -4,16 +4,18 @@
 """Action plugin behind composefs.fleet.verity_report: the fleet report, built and written on the controller.
 
 Runs once for the play (the verity_check role calls it with ``run_once``). It reads
-every host's registered results from ``hostvars`` (the verity_facts result, the raw
-fallback's output, the host's own policy), classifies the hosts with the logic in
-plugins/plugin_utils/verity_report.py, and writes the report files into a directory
-on the controller, each only when its content changed. Nothing runs on a managed
-node, so there is no module execution and no delegation.
+every host's registered composefs.fleet.verity_facts result (whose own action plugin
+reads hosts without Python through raw commands) and the host's own policy from
+``hostvars``, classifies the hosts with the logic in plugins/plugin_utils/verity_report.py,
+and writes the report files into a directory on the controller, each only when its
+content changed. Nothing runs on a managed node, so there is no module execution and no
+delegation.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 
@@ -39,18 +41,27 @@ ARGUMENT_SPEC = dict(
     hosts=dict(type="list", elements="str"),
     active_hosts=dict(type="list", elements="str"),
     module_var=dict(type="str", default="verity_check_module"),
-    raw_var=dict(type="str", default="verity_check_raw"),
     policy_var=dict(type="str", default="verity_check_host_policy"),
 )
 
 
+_OCTAL_MODE = re.compile(r"\A0?[0-7]{3,4}\Z")
+
+
 def parse_mode(mode):
-    if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        raise AnsibleActionFail("mode %r is not an octal file mode such as '0644'" % (mode,)) from None
+    """The file mode from an octal string ("0644", "644"); integers are refused.
+
+    YAML reads ``mode: 644`` as the decimal number 644 and ``mode: 0644`` as 420, and
+    ansible.builtin.file documents that only a quoted string is read as octal: an
+    integer here is almost always a mode that would come out wrong, so it is refused.
+    """
+    if not isinstance(mode, str):
+        what = "the number %d" % mode if isinstance(mode, int) and not isinstance(mode, bool) else "%s" % type(mode).__name__
+        raise AnsibleActionFail("mode must be a quoted octal string such as '0644', not %s: YAML reads 644 as a decimal number "
+                                "and 0644 as 420 (quote it, as for ansible.builtin.file)" % what)
+    if not _OCTAL_MODE.match(mode):
+        raise AnsibleActionFail("mode %r is not an octal file mode such as '0644'" % (mode,))
+    return int(mode, 8)
 
 
 def write_if_changed(path, data, mode, check_mode):
@@ -105,23 +116,16 @@ class ActionModule(ActionBase):
             except (KeyError, TypeError):
                 return None
 
-        def raw_of(host):
-            # The raw fallback runs once for the play, looping over the hosts that need it.
-            raw = hostvar(host, params["raw_var"])
-            if isinstance(raw, dict) and "results" in raw:
-                mine = [r for r in raw["results"] if isinstance(r, dict) and r.get("item") == host and not r.get("skipped")]
-                return mine[0] if mine else None
-            return raw
-
-        records = [host_record(host, hostvar(host, params["module_var"]), raw_of(host),
-                               active=host in active, policy=hostvar(host, params["policy_var"])) for host in hosts]
+        records = [host_record(host, hostvar(host, params["module_var"]), active=host in active,
+                               policy=hostvar(host, params["policy_var"])) for host in hosts]
         try:
             report = fleet_report(records, plain(params["policy"]), params["title"])
             rendered = render_all(report, params["formats"])
         except VerityReportError as exc:
             raise AnsibleActionFail(str(exc)) from exc
 
-        dest = params["dest"]
+        # a relative dest is relative to the controller's current directory, as on the command line
+        dest = os.path.abspath(params["dest"])
         mode = parse_mode(params["mode"])
         check_mode = self._task.check_mode
         changed = False
@@ -133,7 +137,7 @@ class ActionModule(ActionBase):
                     os.makedirs(dest, 0o755)
             for fmt in params["formats"]:
                 path = os.path.join(dest, FILE_NAMES[fmt])
-                data = to_bytes(rendered[fmt], errors="surrogate_or_strict")
+                data = to_bytes(rendered[fmt], errors="surrogate_then_replace")
                 if (check_mode and not os.path.isdir(dest)) or write_if_changed(path, data, mode, check_mode):
                     changed = True
                     written.append(path)

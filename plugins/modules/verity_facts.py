@@ -26,6 +26,9 @@ description:
   - C(root) says whether C(/) is a composefs mount (source C(composefs) in C(/proc/self/mountinfo)) and whether it has C(verity=require).
   - Read-only unless O(probe=true). Needs only the Python standard library on the managed node.
     Reading a block device's superblock needs root (become); without it ext4 paths are V(unknown).
+  - On a host without Python (Fedora CoreOS, minimal images) the action plugin reads the same facts through POSIX sh commands
+    (as M(ansible.builtin.raw) would, with become when the task has it) and parses them on the controller
+    (O(raw_fallback)). The task then succeeds with RV(ansible_facts.composefs.source=raw); it is not reported as failed.
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
@@ -46,14 +49,27 @@ options:
       - Not run in check mode; RV(ansible_facts.composefs.probe.note) says so.
     type: bool
     default: false
+  raw_fallback:
+    description:
+      - When the module cannot run because the host has no Python interpreter, read the facts with POSIX sh commands -
+        C(uname), the kernel config, C(/sys/fs/*/features), C(/proc/filesystems), C(/proc/self/mountinfo), the ext4 superblocks
+        (C(dd) and C(od)), C(readlink -f) and C(stat) of each path, the tools' C(--version) - and parse them on the controller.
+        Every command only reads, so this also runs in check mode. O(probe) is not possible there.
+      - V(false) leaves the module's failure as it is.
+    type: bool
+    default: true
 notes:
-  - Supports check mode (nothing is written; the probe is not run).
+  - Supports check mode (nothing is written; the probe is not run). The raw reads of a host without Python run in check mode too.
   - A verdict of V(supported) means the kernel and the filesystem can enforce fs-verity there. V(unsupported) names what
     is missing (a kernel without C(CONFIG_FS_VERITY), ext4 without the C(verity) feature, xfs, tmpfs, overlay...).
     V(unknown) means it cannot be told without trying (network and FUSE filesystems, unreadable superblocks, a kernel
     whose configuration cannot be found); O(probe=true) tries.
   - The overlayfs features are inferred from the kernel version; distribution kernels with backports (RHEL 9) are not detected.
 attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+    details: The action plugin runs the raw fallback for hosts without Python and parses its output on the controller.
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
     support: full
@@ -89,6 +105,11 @@ EXAMPLES = r"""
   loop_control:
     label: "{{ item.path }}"
 
+- name: Survey hosts that may lack Python (Fedora CoreOS); their facts come from raw commands, marked source=raw
+  composefs.fleet.verity_facts:
+  become: true
+  register: verity
+
 - name: Ask the kernel rather than infer (writes and removes a scratch file in each path)
   composefs.fleet.verity_facts:
     paths: [/srv/composefs]
@@ -112,9 +133,20 @@ ansible_facts:
           type: int
           sample: 1
         source:
-          description: V(module) here; V(raw) when the verity_check role read a host without Python through raw commands.
+          description: V(module) when the module ran; V(raw) when the host has no Python and the facts were read with raw commands (O(raw_fallback)).
           type: str
+          choices: [module, raw]
           sample: module
+        note:
+          description: With RV(ansible_facts.composefs.source=raw), says so in plain words.
+          type: str
+          returned: when the facts come from raw commands
+          sample: "no python: raw facts only"
+        warning:
+          description: With RV(ansible_facts.composefs.source=raw), set when the raw output ended early, so that some facts may be missing.
+          type: str
+          returned: when the raw output was incomplete
+          sample: "the raw output ended early: the facts may be incomplete"
         kernel:
           description: The running kernel.
           type: dict
@@ -150,22 +182,82 @@ ansible_facts:
               type: str
               sample: /proc/config.gz
             overlay:
-              description:
-                - overlayfs. C(available) and the features are V(true), V(false) or V(null) (unknown).
-                - C(data_only_lowers) (6.5), C(verity) (the C(verity=) option, 6.6) and C(lowerdir_plus) (C(lowerdir+)/C(datadir+), 6.7)
-                  are inferred from the kernel version; C(parameters) are C(/sys/module/overlay/parameters).
+              description: overlayfs. C(available) and the features are V(true), V(false) or V(null) (unknown).
               type: dict
-              sample: {available: true, basis: overlay is in /proc/filesystems, data_only_lowers: true, verity: true, lowerdir_plus: true,
-                       parameters: {metacopy: "N", redirect_dir: "N"}}
+              contains:
+                available:
+                  description: Whether overlayfs is built in, loaded or loadable; V(null) when unknown.
+                  type: bool
+                  sample: true
+                basis:
+                  description: What C(available) is based on.
+                  type: str
+                  sample: overlay is in /proc/filesystems
+                data_only_lowers:
+                  description: Data-only lower layers (C(lowerdir=a::b), 6.5), by kernel version.
+                  type: bool
+                  sample: true
+                verity:
+                  description: The C(verity=) mount option (6.6), by kernel version.
+                  type: bool
+                  sample: true
+                lowerdir_plus:
+                  description: C(lowerdir+)/C(datadir+) (6.7), by kernel version.
+                  type: bool
+                  sample: true
+                features_basis:
+                  description: What the three features above are based on (the kernel version; backports are not detected).
+                  type: str
+                  sample: "kernel version (data-only lower layers 6.5, verity= 6.6, lowerdir+/datadir+ 6.7; distribution backports are not detected)"
+                parameters:
+                  description: C(/sys/module/overlay/parameters), or V(null) when overlay is not loaded.
+                  type: dict
+                  sample: {metacopy: "N", redirect_dir: "N"}
             erofs:
-              description: EROFS; C(available), and C(file_backed) for mounting image files without a loop device (6.12).
+              description: EROFS.
               type: dict
-              sample: {available: true, basis: erofs is in /proc/filesystems, file_backed: true,
-                       file_backed_basis: "/proc/config.gz: CONFIG_EROFS_FS_BACKED_BY_FILE=y", features: [chunked_file, sb_chksum]}
+              contains:
+                available:
+                  description: Whether EROFS is built in, loaded or loadable; V(null) when unknown.
+                  type: bool
+                  sample: true
+                basis:
+                  description: What C(available) is based on.
+                  type: str
+                  sample: erofs is in /proc/filesystems
+                file_backed:
+                  description: Whether EROFS mounts image files without a loop device (6.12, C(CONFIG_EROFS_FS_BACKED_BY_FILE)).
+                  type: bool
+                  sample: true
+                file_backed_basis:
+                  description: What C(file_backed) is based on.
+                  type: str
+                  sample: "/proc/config.gz: CONFIG_EROFS_FS_BACKED_BY_FILE=y"
+                features:
+                  description: C(/sys/fs/erofs/features), or V(null).
+                  type: list
+                  elements: str
+                  sample: [chunked_file, sb_chksum]
             loop:
-              description: Loop devices; C(devices) is how many exist, C(control) whether C(/dev/loop-control) can make more.
+              description: Loop devices.
               type: dict
-              sample: {available: true, basis: /dev/loop-control exists, devices: 8, control: true}
+              contains:
+                available:
+                  description: Whether loop devices exist or can be made; V(null) when unknown.
+                  type: bool
+                  sample: true
+                basis:
+                  description: What C(available) is based on.
+                  type: str
+                  sample: /dev/loop-control exists
+                devices:
+                  description: How many loop devices exist, or V(null).
+                  type: int
+                  sample: 8
+                control:
+                  description: Whether C(/dev/loop-control) exists (it makes more devices on demand).
+                  type: bool
+                  sample: true
         paths:
           description: One entry per existing path in O(paths).
           type: list
@@ -191,6 +283,11 @@ ansible_facts:
               description: The mount source from C(/proc/self/mountinfo).
               type: str
               sample: /dev/sda3
+            major_minor:
+              description: The device number of the filesystem (C(MAJOR:MINOR) in C(/proc/self/mountinfo)).
+              type: str
+              returned: when a mount holds the path
+              sample: "254:3"
             fstype:
               description: The filesystem type.
               type: str
@@ -234,13 +331,34 @@ ansible_facts:
               elements: str
               returned: when the filesystem is f2fs
             probe:
-              description:
-                - The probe, with O(probe=true). C(result) is V(enabled), V(refused) (see C(errno) and C(errno_name)),
-                  V(error) (no scratch file could be made) or V(not_run) (check mode).
+              description: The probe, with O(probe=true).
               type: dict
               returned: when O(probe=true)
-              sample: {performed: true, result: refused, errno: 95, errno_name: EOPNOTSUPP, directory: /srv,
-                       message: "FS_IOC_ENABLE_VERITY failed with EOPNOTSUPP: xfs has no fs-verity"}
+              contains:
+                performed:
+                  description: Whether the probe ran (not in check mode).
+                  type: bool
+                  sample: true
+                result:
+                  description: V(enabled), V(refused) (see C(errno) and C(errno_name)), V(error) (no scratch file could be made) or V(not_run) (check mode).
+                  type: str
+                  sample: refused
+                errno:
+                  description: The errno of C(FS_IOC_ENABLE_VERITY), or V(null).
+                  type: int
+                  sample: 95
+                errno_name:
+                  description: Its name, or V(null).
+                  type: str
+                  sample: EOPNOTSUPP
+                directory:
+                  description: The directory the scratch file was made in.
+                  type: str
+                  sample: /srv
+                message:
+                  description: What happened, in plain words.
+                  type: str
+                  sample: "FS_IOC_ENABLE_VERITY failed with EOPNOTSUPP: xfs has no fs-verity"
         missing_paths:
           description: Paths of O(paths) that do not exist.
           type: list
@@ -309,6 +427,8 @@ def main():
         argument_spec=dict(
             paths=dict(type="list", elements="path", default=list(DEFAULT_PATHS)),
             probe=dict(type="bool", default=False),
+            # read by the action plugin (plugins/action/verity_facts.py): the module runs only where Python does
+            raw_fallback=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )

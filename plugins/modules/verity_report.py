@@ -16,17 +16,21 @@ description:
   - Builds the fleet report of the C(composefs.fleet.verity_check) role from every host's
     registered results, applies the policy, and writes C(report.json), C(report.md) and C(report.html) into O(dest) on the controller.
   - Runs entirely on the controller (an action plugin); call it once for the play (C(run_once)). It reads, for each host in O(hosts),
-    the variables named by O(module_var) (the registered M(composefs.fleet.verity_facts) result), O(raw_var) (the registered
-    M(ansible.builtin.raw) output of the raw fallback, P(composefs.fleet.verity_raw_script#filter)) and O(policy_var)
-    (the host's own policy).
+    the variables named by O(module_var) (the registered M(composefs.fleet.verity_facts) result, which for a host without Python
+    holds the facts its raw fallback read) and O(policy_var) (the host's own policy).
   - Each host gets a verdict - V(pass), V(fail), V(unknown), V(unreachable) or V(error). Hosts without Python read through the raw
     fallback are marked "no python - raw facts only". The grouping and counts are jmespath queries.
+  - Host data is untrusted. A host whose result, facts or own policy the report cannot use (a wrong type, a path entry without
+    C(path)...) is reported as V(error) with the reason, and every other host is still reported. Host strings are escaped in
+    C(report.md) (HTML, links, code spans, emphasis, table pipes and control characters) and in C(report.html).
   - A file is written only when its content (or mode) changes. Needs the C(jmespath) Python library on the controller.
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
   dest:
-    description: Directory on the controller for the report files; created (mode 0755) if missing.
+    description:
+      - Directory on the controller for the report files; created (mode 0755) if missing.
+      - A relative path is relative to the controller's current directory (where C(ansible-playbook) runs).
     type: path
     required: true
   formats:
@@ -42,6 +46,7 @@ options:
   policy:
     description:
       - The policy for hosts without their own (see O(policy_var)).
+      - Its keys are checked; an unknown key fails the task, naming the closest known one.
       - C(required_paths) (list) - paths that must be V(supported); empty means every path examined.
       - C(required_kernel_features) (list) - of V(fs_verity), V(overlay), V(overlay_data_only_lowers), V(overlay_verity),
         V(overlay_lowerdir_plus), V(erofs), V(erofs_file_backed), V(loop). Default V(fs_verity), V(overlay_data_only_lowers),
@@ -49,7 +54,10 @@ options:
     type: dict
     default: {}
   mode:
-    description: File mode of the report files, as an octal string.
+    description:
+      - File mode of the report files, as a quoted octal string (V("0644"), V("600")).
+      - A number is refused - YAML reads an unquoted C(644) as the decimal number 644 and C(0644) as 420 - as
+        M(ansible.builtin.file) advises quoting modes.
     type: raw
     default: "0644"
   hosts:
@@ -64,10 +72,6 @@ options:
     description: The variable holding each host's registered M(composefs.fleet.verity_facts) result.
     type: str
     default: verity_check_module
-  raw_var:
-    description: The variable holding each host's registered raw fallback result.
-    type: str
-    default: verity_check_raw
   policy_var:
     description: The variable holding each host's own policy (same keys as O(policy)).
     type: str
@@ -117,7 +121,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 dest:
-  description: The report directory.
+  description: The report directory (absolute).
   returned: always
   type: str
   sample: /srv/reports/verity

@@ -11,7 +11,6 @@ and returns the new file text and everything the module reports. It does no I/O.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 
@@ -47,6 +46,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.storage_conf impor
     parse_version,
     version_string,
 )
+from ansible_collections.composefs.fleet.plugins.plugin_utils.suggestions import did_you_mean
 
 OVERLAY = ("storage", "options", "overlay")
 PULL = ("storage", "options", "pull_options")
@@ -99,10 +99,8 @@ def plain_string(value, what):
 
 
 def _unknown_key(kind, key, known):
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = " (did you mean %s?)" % close[0] if close else ""
     return StorageConfError("unknown %s key %r%s; known keys: %s. containers-storage silently ignores unknown keys, "
-                            "so a typo would never fail on its own." % (kind, key, hint, ", ".join(sorted(known))))
+                            "so a typo would never fail on its own." % (kind, key, did_you_mean(key, known), ", ".join(sorted(known))))
 
 
 def build_settings(params):
@@ -297,9 +295,7 @@ def lint(plain, name):
                 warnings.append('%s: %s is a TOML %s, but containers-storage needs a string (e.g. "true"); '
                                 "Podman fails to parse the whole file." % (name, dotted, type(value).__name__))
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                warnings.append("%s: containers-storage ignores unknown key %s%s." % (
-                    name, dotted, " (did you mean %s?)" % close[0] if close else ""))
+                warnings.append("%s: containers-storage ignores unknown key %s%s." % (name, dotted, did_you_mean(key, known)))
     return warnings
 
 

@@ -48,6 +48,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.paths
 )
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.tools import EXTRA_DIRS, TOOLS, parse_version
+from ansible_collections.composefs.fleet.plugins.plugin_utils.suggestions import did_you_mean
 
 REPORT_VERSION = 1
 RAW_NOTE = "no python: raw facts only"
@@ -97,6 +98,14 @@ DEFAULT_POLICY = dict(
 
 class VerityReportError(Exception):
     """Bad input to the report (an unknown kernel feature in the policy...)."""
+
+
+class RawOutputError(VerityReportError):
+    """Output of the raw script that the script cannot have printed: that host is reported as ``error``."""
+
+
+class MalformedFacts(VerityReportError):
+    """A host's facts do not have the shape verity_facts returns: that host is reported as ``error``."""
 
 
 def plain(value):
@@ -185,13 +194,17 @@ while read -r line; do
   esac
 done </proc/self/mountinfo
 path_facts() {
-  if [ -e "$1" ]; then readlink -f -- "$1"; stat -L -c '%d' -- "$1"; else echo "@missing"; fi
+  if [ -e "$1" ]; then
+    printf 'real '; readlink -f -- "$1" 2>/dev/null | od -An -v -tx1 | tr -d ' \n'; echo
+    echo "dev $(stat -L -c '%d' -- "$1" 2>/dev/null)"
+  else echo "@missing"; fi
 }
 @PATHS@
 for t in @TOOLS@; do
   p=$(command -v "$t" 2>/dev/null) || continue
   echo "@@tool $t $p"
-  if command -v timeout >/dev/null 2>&1; then timeout 10 "$p" --version 2>&1 | head -n 5; else "$p" --version 2>&1 | head -n 5; fi
+  if command -v timeout >/dev/null 2>&1; then timeout 10 "$p" --version 2>&1; else "$p" --version 2>&1; fi \
+    | head -n 5 | while IFS= read -r l; do echo " $l"; done
 done
 echo "@@end"
 """
@@ -218,10 +231,16 @@ def raw_script(paths):
 
 
 def _sections(stdout):
-    """``[(name, args, [lines])]`` from the ``@@name args`` markers of the raw output."""
+    """``[(name, args, [lines])]`` from the ``@@name args`` markers of the raw output.
+
+    Lines end at "\\n" only (a mount point may hold a "\\r"); the "\\r" a pty adds before
+    each "\\n" (raw commands over SSH get one) is dropped.
+    """
     sections = []
     current = None
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
         if line.startswith("@@"):
             name, dummy, args = line[2:].partition(" ")
             current = (name, args, [])
@@ -229,6 +248,13 @@ def _sections(stdout):
         elif current is not None:
             current[2].append(line)
     return sections
+
+
+def _excerpt(text, limit=60):
+    """A short, printable quote of what the host printed, for error messages."""
+    text = str(text)
+    quoted = repr(text[:limit])
+    return quoted + ("..." if len(text) > limit else "")
 
 
 def _hex_bytes(text):
@@ -239,12 +265,44 @@ def _hex_bytes(text):
         return b""
 
 
+def _index(args, line):
+    index, dummy, rest = args.partition(" ")
+    if not index.isdigit() or not index.isascii():
+        raise RawOutputError("malformed marker %s: the path number is not a number" % _excerpt(line))
+    return int(index), rest
+
+
+def _path_section(index, lines):
+    """``(real, dev)`` or None (missing) from the lines of one ``@@path`` section; other lines (stderr over a pty) are ignored."""
+    real = dev = None
+    for line in lines:
+        if line == "@missing":
+            return None
+        if line.startswith("real "):
+            encoded = line[5:].strip()
+            try:
+                real = bytes.fromhex(encoded).decode("utf-8", "surrogateescape")
+            except ValueError:
+                raise RawOutputError("malformed resolved name of path %d: %s is not hex" % (index, _excerpt(encoded))) from None
+            # readlink ends its answer with a newline; od printed it too
+            real = real[:-1] if real.endswith("\n") else real
+        elif line.startswith("dev "):
+            text = line[4:].strip()
+            if text and not (text.isdigit() and text.isascii()):
+                raise RawOutputError("malformed device number of path %d: %s" % (index, _excerpt(text)))
+            dev = int(text) if text else None
+    return real, dev
+
+
 def parse_raw(stdout, paths=None):
     """The ``composefs`` facts (as the verity_facts module returns them) from :func:`raw_script` output.
 
     ``paths`` defaults to the paths named in the output. ``source`` is ``raw`` and
-    ``note`` says so; no probe is possible.
+    ``note`` says so; no probe is possible. Output that the script cannot have printed
+    (a marker or a number that does not parse) raises :class:`RawOutputError`.
     """
+    if not isinstance(stdout, str):
+        raise RawOutputError("the raw output is a %s, not text" % type(stdout).__name__)
     sources = dict(config=None, config_path=None, config_tried=[], sysfs=dict((fs, None) for fs in SYSFS_FILESYSTEMS),
                    filesystems=None, modules_loaded=[], modules_builtin=[], module_files=[], modules_dir=False,
                    overlay_parameters=None, loop_devices=None, loop_control=False)
@@ -252,13 +310,14 @@ def parse_raw(stdout, paths=None):
     devices = {}
     ext4 = {}
     f2fs = {}
-    path_lines = {}
+    path_facts = {}
     named = {}
     tools = {}
     ostree_booted = False
     complete = False
     by_file = dict((rel, name) for name, rel in MODULES.items())
     for name, args, lines in _sections(stdout):
+        marker = "@@%s %s" % (name, args) if args else "@@" + name
         if name == "release":
             sources["release"] = lines[0].strip() if lines else ""
         elif name == "config_tried":
@@ -267,7 +326,8 @@ def parse_raw(stdout, paths=None):
             sources["config_path"] = args
             sources["config"] = parse_config("\n".join(lines), CONFIG_KEYS)
         elif name == "sysfs":
-            sources["sysfs"][args] = sorted(line.strip() for line in lines if line.strip())
+            if args in sources["sysfs"]:
+                sources["sysfs"][args] = sorted(line.strip() for line in lines if line.strip())
         elif name == "filesystems":
             sources["filesystems"] = parse_proc_filesystems("\n".join(lines)) if lines else None
         elif name == "modules_loaded":
@@ -284,7 +344,10 @@ def parse_raw(stdout, paths=None):
         elif name == "loop":
             for line in lines:
                 if line.startswith("devices "):
-                    sources["loop_devices"] = int(line.split()[1])
+                    count = line[len("devices "):].strip()
+                    if not (count.isdigit() and count.isascii()):
+                        raise RawOutputError("malformed loop device count %s" % _excerpt(line))
+                    sources["loop_devices"] = int(count)
                 elif line.strip() == "control":
                     sources["loop_control"] = True
         elif name == "ostree_booted":
@@ -299,34 +362,37 @@ def parse_raw(stdout, paths=None):
         elif name == "f2fs":
             f2fs[args] = sorted(n.strip() for n in ",".join(lines).split(",") if n.strip())
         elif name == "path":
-            index, dummy, encoded = args.partition(" ")
-            path_lines[int(index)] = [line for line in lines if line.strip()]
+            index, encoded = _index(args, marker)
+            path_facts[index] = _path_section(index, lines)
             try:
-                named[int(index)] = bytes.fromhex(encoded).decode("utf-8", "surrogateescape")
+                named[index] = bytes.fromhex(encoded).decode("utf-8", "surrogateescape")
             except ValueError:
-                pass
+                raise RawOutputError("malformed marker %s: the path is not hex" % _excerpt(marker)) from None
         elif name == "tool":
             tool, dummy, where = args.partition(" ")
-            tools[tool] = dict(path=where, version=parse_version("\n".join(lines)))
+            tools[tool] = dict(path=where, version=parse_version("\n".join(line.strip() for line in lines)))
         elif name == "end":
             complete = True
     if paths is None:
         paths = [named[i] for i in sorted(named)]
     kernel = kernel_facts(sources)
-    mounts = parse_mountinfo(mountinfo)
+    try:
+        mounts = parse_mountinfo(mountinfo)
+    except (ValueError, IndexError) as exc:
+        raise RawOutputError("malformed /proc/self/mountinfo in the raw output (%s)" % exc) from None
     entries = []
     missing = []
     for index, path in enumerate(paths):
-        lines = path_lines.get(index)
-        if not lines or lines[0] == "@missing":
+        found = path_facts.get(index)
+        if found is None:
             missing.append(path)
             continue
-        real = lines[0]
+        real, dev = found
+        real = real or path
         try:
-            dev = int(lines[1]) if len(lines) > 1 else None
-        except ValueError:
-            dev = None
-        mount = mount_of(real, dev, mounts)
+            mount = mount_of(real, dev, mounts)
+        except (ValueError, OverflowError) as exc:
+            raise RawOutputError("malformed device numbers in the raw output (%s)" % exc) from None
         block = None
         if mount is not None:
             majmin = "%d:%d" % (mount.major, mount.minor)
@@ -379,13 +445,14 @@ def _message(result):
     return "no result"
 
 
-def host_record(host, module_result, raw_result=None, paths=None, active=True, policy=None):
+def host_record(host, module_result, active=True, policy=None):
     """One host's outcome: ``dict(host, status, facts, message, policy)``.
 
-    ``status`` is ``ok`` (module facts), ``raw`` (no Python: raw facts), ``unreachable``
-    or ``error``. ``active`` False means the host was no longer in the play. ``paths``
-    are those given to the raw script (default: as named in its output); ``policy``,
-    when given, overrides the report's policy for this host.
+    ``module_result`` is the registered result of composefs.fleet.verity_facts (whose
+    action plugin reads hosts without Python through raw commands). ``status`` is ``ok``
+    (module facts), ``raw`` (no Python: raw facts), ``unreachable`` or ``error``.
+    ``active`` False means the host was no longer in the play; ``policy``, when given,
+    overrides the report's policy for this host.
     """
     record = dict(host=host, status=ERROR, facts=None, message=None, policy=policy)
     if not isinstance(module_result, dict) or not module_result:
@@ -400,45 +467,136 @@ def host_record(host, module_result, raw_result=None, paths=None, active=True, p
     if module_result.get("skipped"):
         record["message"] = "verity_facts was skipped: %s" % module_result.get("skip_reason", "")
         return record
-    if not module_result.get("failed"):
-        facts = (module_result.get("ansible_facts") or {}).get("composefs")
-        if isinstance(facts, dict):
-            record.update(status="ok", facts=facts)
+    if module_result.get("failed"):
+        if python_missing(module_result):
+            record["message"] = "no python, and the raw fallback is off: %s" % _message(module_result)
         else:
-            record["message"] = "verity_facts returned no composefs facts"
+            record["message"] = "verity_facts failed: %s" % _message(module_result)
         return record
-    if not python_missing(module_result):
-        record["message"] = "verity_facts failed: %s" % _message(module_result)
-        return record
-    if not isinstance(raw_result, dict) or not raw_result or raw_result.get("skipped"):
-        record["message"] = "no python, and the raw fallback did not run"
-        return record
-    if raw_result.get("unreachable"):
-        record.update(status=UNREACHABLE, message=_message(raw_result))
-        return record
-    stdout = raw_result.get("stdout") or ""
-    if "@@release" not in stdout:
-        record["message"] = "no python, and the raw fallback failed: %s" % _message(raw_result)
-        return record
-    record.update(status="raw", facts=parse_raw(stdout, list(paths) if paths else None), message=RAW_NOTE)
+    facts = module_result.get("ansible_facts")
+    facts = facts.get("composefs") if isinstance(facts, dict) else None
+    if not isinstance(facts, dict):
+        record["message"] = "verity_facts returned no composefs facts"
+    elif facts.get("source") == "raw":
+        record.update(status="raw", facts=facts, message=RAW_NOTE)
+    else:
+        record.update(status="ok", facts=facts)
     return record
+
+
+# ---- the shape of the facts (a host may return anything) ----
+
+def _is_text(value):
+    return isinstance(value, str)
+
+
+def _is_optional_text(value):
+    return value is None or isinstance(value, str)
+
+
+def _is_texts(value):
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check(condition, where, wanted, value):
+    if not condition:
+        raise MalformedFacts("%s is %s, not %s" % (where, _kind(value), wanted))
+
+
+def _kind(value):
+    if value is None:
+        return "missing"
+    if isinstance(value, (dict, Mapping)):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list %s" % _excerpt(json.dumps(value, default=str), 40)
+    return "%s %s" % (type(value).__name__, _excerpt(value, 40))
+
+
+_PATH_TEXT_KEYS = ("mountpoint", "device", "fstype", "verity", "reason")
+
+
+def check_facts(facts):
+    """Raise :class:`MalformedFacts` naming the first part of ``facts`` that the report cannot use.
+
+    Only what the report reads is checked; other keys may hold anything.
+    """
+    _check(isinstance(facts, dict), "the composefs facts", "a mapping", facts)
+    kernel = facts.get("kernel")
+    _check(kernel is None or isinstance(kernel, dict), "kernel", "a mapping", kernel)
+    kernel = kernel or {}
+    _check(_is_optional_text(kernel.get("release")), "kernel.release", "text", kernel.get("release"))
+    _check(kernel.get("fs_verity") is None or isinstance(kernel.get("fs_verity"), bool), "kernel.fs_verity", "true, false or null",
+           kernel.get("fs_verity"))
+    _check(kernel.get("fs_verity_evidence") is None or _is_texts(kernel.get("fs_verity_evidence")),
+           "kernel.fs_verity_evidence", "a list of text", kernel.get("fs_verity_evidence"))
+    for part in ("overlay", "erofs", "loop"):
+        value = kernel.get(part)
+        _check(value is None or isinstance(value, dict), "kernel.%s" % part, "a mapping", value)
+        if value:
+            _check(_is_optional_text(value.get("basis")), "kernel.%s.basis" % part, "text", value.get("basis"))
+    paths = facts.get("paths")
+    _check(paths is None or isinstance(paths, list), "paths", "a list", paths)
+    for i, entry in enumerate(paths or []):
+        _check(isinstance(entry, dict), "paths[%d]" % i, "a mapping", entry)
+        _check(_is_text(entry.get("path")), "paths[%d].path" % i, "text", entry.get("path"))
+        for key in _PATH_TEXT_KEYS:
+            _check(_is_optional_text(entry.get(key)), "paths[%d].%s" % (i, key), "text", entry.get(key))
+        reasons = entry.get("reasons")
+        _check(reasons is None or _is_texts(reasons), "paths[%d].reasons" % i, "a list of text", reasons)
+    missing = facts.get("missing_paths")
+    _check(missing is None or _is_texts(missing), "missing_paths", "a list of text", missing)
+    root = facts.get("root")
+    _check(root is None or isinstance(root, dict), "root", "a mapping", root)
+    tools = facts.get("tools")
+    _check(tools is None or isinstance(tools, dict), "tools", "a mapping", tools)
+    for name, info in sorted((tools or {}).items()):
+        _check(info is None or isinstance(info, dict), "tools.%s" % name, "a mapping", info)
+        if info:
+            _check(_is_optional_text(info.get("version")), "tools.%s.version" % name, "text", info.get("version"))
+    for key in ("warning", "note"):
+        _check(_is_optional_text(facts.get(key)), key, "text", facts.get(key))
 
 
 # ---- the policy ----
 
-def normalize_policy(policy):
+def normalize_policy(policy, what="the policy"):
+    """The policy with its defaults; unknown keys, wrong types and unknown kernel features raise VerityReportError."""
+    if policy is None:
+        policy = {}
+    if not isinstance(policy, Mapping):
+        raise VerityReportError("%s must be a mapping with the keys %s, not %s" % (what, ", ".join(sorted(DEFAULT_POLICY)), _kind(policy)))
+    for key in policy:
+        if key not in DEFAULT_POLICY:
+            raise VerityReportError("unknown key %r in %s%s; known keys: %s" % (
+                key, what, did_you_mean(key, DEFAULT_POLICY), ", ".join(sorted(DEFAULT_POLICY))))
     out = dict(DEFAULT_POLICY)
-    out.update(dict((k, v) for k, v in (policy or {}).items() if v is not None))
-    unknown = [f for f in out["required_kernel_features"] if f not in KERNEL_FEATURES]
-    if unknown:
-        raise VerityReportError("unknown kernel features in the policy: %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(KERNEL_FEATURES))))
-    out["required_paths"] = list(out["required_paths"] or [])
-    out["required_kernel_features"] = list(out["required_kernel_features"])
+    out.update(dict((k, v) for k, v in policy.items() if v is not None))
+    for key in sorted(DEFAULT_POLICY):
+        if not _is_texts(out[key]):
+            raise VerityReportError("%s: %s must be a list of text, not %s" % (what, key, _kind(out[key])))
+        out[key] = list(out[key])
+    for feature in out["required_kernel_features"]:
+        if feature not in KERNEL_FEATURES:
+            raise VerityReportError("%s: unknown kernel feature %r%s; known: %s" % (
+                what, feature, did_you_mean(feature, KERNEL_FEATURES), ", ".join(sorted(KERNEL_FEATURES))))
     return out
 
 
 def _yes_no(value):
-    return {True: "yes", False: "no"}.get(value, "unknown")
+    return "yes" if value is True else "no" if value is False else "unknown"
+
+
+def _host_error(out, message):
+    """``out`` as an ``error`` host: the facts could not be used."""
+    out.update(status=ERROR, verdict=ERROR, message=message, note=None, problems=[], kernel=None, paths=[],
+               missing_paths=[], root=None, tools={})
+    return out
+
+
+# What evaluating one host's untrusted facts may raise (beyond MalformedFacts) if a shape
+# slipped past check_facts: that host is an error, the report goes on.
+_HOST_FAILURES = (VerityReportError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 def evaluate(record, policy):
@@ -447,7 +605,10 @@ def evaluate(record, policy):
     out = dict(host=record["host"], status=record["status"], message=record.get("message"),
                note=RAW_NOTE if record["status"] == "raw" else None)
     if record.get("policy"):
-        own = normalize_policy(record["policy"])
+        try:
+            own = normalize_policy(record["policy"], "the host's own policy")
+        except VerityReportError as exc:
+            return _host_error(out, str(exc))
         if own != policy:
             out["policy"] = policy = own
     facts = record.get("facts")
@@ -455,6 +616,10 @@ def evaluate(record, policy):
         out.update(verdict=UNREACHABLE if record["status"] == UNREACHABLE else ERROR, problems=[], kernel=None, paths=[],
                    missing_paths=[], root=None, tools={})
         return out
+    try:
+        check_facts(facts)
+    except MalformedFacts as exc:
+        return _host_error(out, "malformed verity facts: %s" % exc)
     kernel = facts.get("kernel") or {}
     features = dict((name, _search(query, facts)) for name, query in sorted(KERNEL_FEATURES.items()))
     problems = []
@@ -515,7 +680,13 @@ def fleet_report(records, policy=None, title="composefs fs-verity fleet report")
     A host whose record carries a policy different from ``policy`` is judged by its own, shown in its entry.
     """
     policy = normalize_policy(policy)
-    hosts = [evaluate(record, policy) for record in records]
+    hosts = []
+    for record in records:
+        try:
+            hosts.append(evaluate(record, policy))
+        except _HOST_FAILURES as exc:
+            out = dict(host=record["host"], status=ERROR, message=None, note=None)
+            hosts.append(_host_error(out, "cannot evaluate this host's facts: %s: %s" % (type(exc).__name__, _excerpt(exc, 200))))
     data = dict(hosts=hosts)
     counts = dict((verdict, _search("length(hosts[?verdict=='%s'])" % verdict, data)) for verdict in HOST_VERDICTS)
     counts["total"] = len(hosts)
@@ -532,27 +703,57 @@ def fleet_report(records, policy=None, title="composefs fs-verity fleet report")
 
 
 def render_json(report):
-    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
 def _hosts(count):
     return "%d host%s" % (count, "" if count == 1 else "s")
 
 
+# Host data in report.md is text, never markup: HTML (<, >, &) becomes entities; the
+# characters that open code spans, links, emphasis or end a table cell are backslash
+# escaped; control and line-separator characters (a "\\r" would end a table row in
+# some renderers) are written as visible \\xNN / \\uNNNN.
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_MD_BACKSLASHED = frozenset("\\`*[]|#~!")
+
+
+def _md_char(ch):
+    if ch in _MD_ENTITIES:
+        return _MD_ENTITIES[ch]
+    if ch in _MD_BACKSLASHED:
+        return "\\" + ch
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return "\\x%02x" % code
+    if ch in "\u2028\u2029\ufeff":
+        return "\\u%04x" % code
+    return ch
+
+
 def _md(text):
-    return str(text if text is not None else "").replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    text = str(text if text is not None else "")
+    out = []
+    for i, ch in enumerate(text):
+        if ch == "_":
+            # "_" emphasises only at a word's edge: CONFIG_FS_VERITY stays readable
+            inner = 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+            out.append("_" if inner else "\\_")
+        else:
+            out.append(_md_char(ch))
+    return "".join(out)
 
 
 def render_markdown(report):
     counts = report["counts"]
     lines = [
-        "# %s" % report["title"],
+        "# %s" % _md(report["title"]),
         "",
         "%s: %s." % (_hosts(counts["total"]), ", ".join("%d %s" % (counts[v], v) for v in HOST_VERDICTS)),
         "",
         "Policy: kernel features %s; paths %s." % (
-            ", ".join(report["policy"]["required_kernel_features"]) or "none",
-            ", ".join(report["policy"]["required_paths"]) or "every path examined"),
+            _md(", ".join(report["policy"]["required_kernel_features"])) or "none",
+            _md(", ".join(report["policy"]["required_paths"])) or "every path examined"),
         "",
         "| host | verdict | kernel | fs-verity | path | fs | verity | reason |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -125,6 +125,23 @@ def test_no_python_host_has_no_python(fleet):
     assert "/usr/bin/python3" in fleet.ssh("ns01", probe).stdout
 
 
+def test_verity_facts_reads_the_host_without_python(fleet):
+    """One task for the whole fleet: the host without Python is read with raw commands by the action plugin, not failed."""
+    for check in ([], ["--check"]):
+        env_args = ["-m", "composefs.fleet.verity_facts", "-a", json.dumps(dict(paths=[k.path for k in harness.KINDS] + ["/nonexistent"])),
+                    "--forks", "5"] + check
+        rc, results = ansible(fleet, "fleet", *env_args)
+        assert rc == 0, (check, results)
+        by_source = dict((name, r["ansible_facts"]["composefs"]["source"]) for name, r in results.items())
+        assert by_source == dict(ns01="module", ns02="module", nopy01="raw"), by_source
+        raw, module = results[NOPY]["ansible_facts"]["composefs"], results["ns01"]["ansible_facts"]["composefs"]
+        assert not results[NOPY].get("failed") and raw["note"] == "no python: raw facts only" and "warning" not in raw
+        # the same verdicts, path by path, as the module decides on a host with Python
+        assert [(e["path"], e["fstype"], e["verity"]) for e in raw["paths"]] == [(e["path"], e["fstype"], e["verity"]) for e in module["paths"]]
+        assert raw["missing_paths"] == module["missing_paths"] == ["/nonexistent"]
+        assert raw["kernel"]["fs_verity"] == module["kernel"]["fs_verity"]
+
+
 def test_each_host_has_its_own_filesystems(fleet):
     devices = {}
     for name in PYTHON_HOSTS + [NOPY]:

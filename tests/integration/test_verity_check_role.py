@@ -29,9 +29,9 @@ def _env():
     return dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
 
 
-def run_playbook(inventory, *args):
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory), PLAYBOOK] + list(args)
-    proc = subprocess.run(argv, cwd=TOP, env=_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+def run_playbook(inventory, *args, cwd=TOP, playbook=PLAYBOOK, env=None):
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory), playbook] + list(args)
+    proc = subprocess.run(argv, cwd=str(cwd), env=env or _env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     recap = {}
     for line in proc.stdout.splitlines():
         match = _RECAP.match(line)
@@ -129,17 +129,71 @@ def test_first_run_changes_only_the_report(fleet):
     assert proc.returncode == 0, proc.stdout[-5000:]
     # the run_once report task (on the controller) counts for the first host; nothing changes on the hosts
     assert recap["verity-fs"]["changed"] == 1 and all(recap[h]["changed"] == 0 for h in ("other-fs", "coreos-like", "gone")), recap
-    assert recap["coreos-like"]["ignored"] == 1 and recap["gone"]["ignored"] == 1
+    # the host without Python is read by the facts task itself: not failed, not "ignored", no red output
+    assert recap["coreos-like"]["ignored"] == 0 and recap["coreos-like"]["failed"] == 0 and recap["gone"]["ignored"] == 1
+    coreos_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "coreos-like" in line]
+    assert coreos_lines and not [line for line in coreos_lines if re.search(r"fatal|ERROR|ignoring|FAILED", line)], coreos_lines
+    # the only fatal (and "...ignoring") is the unreachable host's
+    assert proc.stdout.count("...ignoring") == 1 and proc.stdout.count("fatal: [") == 1 and "fatal: [gone]" in proc.stdout, proc.stdout
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "[ERROR]" in line or "[WARNING]" in line]
+    assert len(errors) == 1 and "port 1: Connection refused" in errors[0], errors
 
 
-def test_check_mode_still_writes_the_report(fleet):
+def test_check_mode_writes_the_same_report(fleet):
+    """Check mode reads the same facts (the raw reads of the host without Python too): the report does not get worse."""
     report_dir = fleet["work"] / "check-report"
+    proc, recap = run_playbook(fleet["inventory"], "-e", "verity_check_report_dir=%s" % report_dir)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    before = dict((f, (report_dir / f).read_bytes()) for f in ("report.json", "report.md", "report.html"))
+    proc, recap = run_playbook(fleet["inventory"], "--check", "-e", "verity_check_report_dir=%s" % report_dir)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert "skipping: [coreos-like]" not in proc.stdout
+    assert before == dict((f, (report_dir / f).read_bytes()) for f in before)
+    assert dict((h, r["changed"]) for h, r in recap.items()) == dict((h, 0) for h in recap), recap
+    assert _report(report_dir)["hosts"][2]["status"] == "raw"
+
+
+def test_check_mode_with_the_probe_writes_nothing(fleet):
+    report_dir = fleet["work"] / "check-probe-report"
     proc, recap = run_playbook(fleet["inventory"], "--check", "-e", "verity_check_report_dir=%s" % report_dir,
                                "-e", '{"verity_check_probe": true}')
     assert proc.returncode == 0, proc.stdout[-5000:]
-    assert os.path.isfile(os.path.join(str(report_dir), "report.html"))
+    # probed verdicts need the probe, which check mode does not run: the report is only predicted
+    assert not os.path.exists(str(report_dir)) and "report: %s/report.json" % report_dir in proc.stdout
+    assert recap["verity-fs"]["changed"] == 1
     for mounted in fleet["mounts"].values():
         assert not [n for n in os.listdir(mounted) if n.startswith(".composefs-fleet-verity-probe-")]
+
+
+def test_report_dir_defaults_to_the_current_directory(fleet, tmp_path):
+    """Run as the installed collection's playbook would be: the report lands in ./verity-report, not in the collection."""
+    env = dict(_env())
+    env.pop("COMPOSEFS_FLEET_REPORT_DIR", None)
+    collection_cache = os.path.join(TOP, ".cache", "verity-report")
+    had_cache = os.path.exists(collection_cache)
+    proc, recap = run_playbook(fleet["inventory"], cwd=tmp_path, playbook="composefs.fleet.verity_report", env=env)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert "report: {0}/report.json".format(tmp_path / "verity-report") in proc.stdout
+    assert _report(tmp_path / "verity-report")["counts"]["total"] == 4
+    assert os.path.exists(collection_cache) == had_cache
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('{"verity_check_report_mode": 644}', "mode must be a quoted octal string such as '0644', not the number 644"),
+    ('{"verity_check_report_mode": "rw-r--r--"}', "is not an octal file mode"),
+])
+def test_report_mode_must_be_a_quoted_octal_string(fleet, extra, message):
+    report_dir = fleet["work"] / "mode-report"
+    proc, recap = run_playbook(fleet["inventory"], "-e", "verity_check_report_dir=%s" % report_dir, "-e", extra)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
+    assert not os.path.exists(str(report_dir / "report.json"))
+
+
+def test_report_mode_as_a_quoted_string(fleet):
+    report_dir = fleet["work"] / "mode-600-report"
+    proc, recap = run_playbook(fleet["inventory"], "-e", "verity_check_report_dir=%s" % report_dir, "-e", '{"verity_check_report_mode": "600"}')
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert all(os.stat(str(report_dir / f)).st_mode & 0o7777 == 0o600 for f in ("report.json", "report.md", "report.html"))
 
 
 def test_enforce_fails_the_hosts_that_fall_short(fleet):

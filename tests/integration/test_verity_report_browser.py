@@ -32,6 +32,7 @@ from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report impo
     HOST_VERDICTS,
     fleet_report,
     host_record,
+    parse_raw,
     raw_script,
     render_html,
 )
@@ -117,8 +118,6 @@ def ok(facts):
 def fleet():
     this_host = gather(["/", "/tmp"])
     raw = subprocess.run(["/bin/sh", "-c", raw_script(["/", "/tmp"])], capture_output=True, text=True, check=True).stdout
-    no_python = dict(failed=True, rc=127, msg="The module interpreter '/usr/bin/python3' was not found.",
-                     module_stderr="/bin/sh: 1: /usr/bin/python3: not found\n")
     ext4 = "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n30 22 254:16 / /var rw,relatime - ext4 /dev/vdb rw\n"
     btrfs = "22 1 0:31 / / rw,relatime - btrfs /dev/vda2 rw,subvol=/root\n"
     xfs = "22 1 0:30 / / ro,relatime - overlay composefs ro,lowerdir+=/run/l,datadir+=/sysroot/ostree/repo/objects,verity=require\n" \
@@ -131,7 +130,7 @@ def fleet():
         host_record("ext4-no-verity", ok(injected_host(ext4, ["/var/lib/containers/storage"], verity_superblock=False))),
         host_record("nfs-store", ok(injected_host(nfs, ["/var/lib/containers/storage"]))),
         host_record("this-host", ok(this_host)),
-        host_record("this-host-raw", no_python, dict(rc=0, stdout=raw, changed=False)),
+        host_record("this-host-raw", ok(parse_raw(raw, ["/", "/tmp"]))),
         host_record("offline-01", dict(unreachable=True, changed=False,
                                        msg="Task failed: Failed to connect to the host via ssh: ssh: connect to host 192.0.2.7 port 22: No route to host")),
         host_record("broken-01", dict(failed=True, msg="MODULE FAILURE", module_stderr="Traceback (most recent call last): ...")),

@@ -26,7 +26,8 @@ def _unescape(field):
 def parse_mountinfo(text):
     """Parse mountinfo text into a list of MountInfo, in the kernel's order."""
     entries = []
-    for line in text.splitlines():
+    # only "\n" ends a line: the kernel does not escape "\r" (or \x0b, \x1c...) in a mount point
+    for line in text.split("\n"):
         if not line.strip():
             continue
         fields = line.split(" ")

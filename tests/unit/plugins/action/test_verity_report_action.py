@@ -11,9 +11,17 @@ from ansible_collections.composefs.fleet.plugins.action.verity_report import par
 def test_parse_mode():
     assert parse_mode("0644") == 0o644
     assert parse_mode("600") == 0o600
-    assert parse_mode(0o640) == 0o640
-    with pytest.raises(AnsibleActionFail):
-        parse_mode("rw-r--r--")
+    assert parse_mode("1777") == 0o1777
+    for bad in ("rw-r--r--", "0800", "64", "", "0o644"):
+        with pytest.raises(AnsibleActionFail, match="not an octal file mode"):
+            parse_mode(bad)
+
+
+@pytest.mark.parametrize("number", [600, 0o644, 420, True])
+def test_parse_mode_refuses_yaml_integers(number):
+    """``mode: 600`` in YAML is the decimal 600 (and ``mode: 0644`` is 420): refused, as ansible.builtin.file advises quoting."""
+    with pytest.raises(AnsibleActionFail, match="must be a quoted octal string such as '0644'"):
+        parse_mode(number)
 
 
 def test_write_if_changed(tmp_path):

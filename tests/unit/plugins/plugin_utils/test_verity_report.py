@@ -103,21 +103,21 @@ control
 """ + superblock(True).hex() + """
 @@device 0:45 /dev/loop2
 @@path 0 2f7372762f7665726974792f73746f7265
-/srv/verity/store
-1792
+real 2f7372762f7665726974792f73746f72650a
+dev 1792
 @@path 1 2f7372762f6274726673
-/srv/btrfs
-45
+real 2f7372762f62747266730a
+dev 45
 @@path 2 2f6e6f7065
 @missing
 @@path 3 2f
-/
-65025
+real 2f0a
+dev 65025
 @@tool podman /usr/bin/podman
-podman version 5.2.2
+ podman version 5.2.2
 @@tool ostree /usr/bin/ostree
-libostree:
- Version: '2024.5'
+ libostree:
+  Version: '2024.5'
 @@end
 """
 RAW_PATHS = ["/srv/verity/store", "/srv/btrfs", "/nope", "/"]
@@ -174,22 +174,26 @@ def test_python_missing(result, expected):
     assert python_missing(result) is expected
 
 
+def raw_ok(stdout=RAW_OUTPUT, paths=RAW_PATHS):
+    """The result of the verity_facts action on a host without Python (raw facts parsed on the controller)."""
+    return ok(parse_raw(stdout, paths))
+
+
 def test_host_records():
     assert host_record("a", ok(facts()))["status"] == "ok"
     unreachable = host_record("b", dict(unreachable=True, msg="Task failed: Failed to connect to the host via ssh: refused", changed=False))
     assert unreachable["status"] == "unreachable" and unreachable["message"] == "Failed to connect to the host via ssh: refused"
-    raw = host_record("c", NO_PYTHON, dict(rc=0, stdout=RAW_OUTPUT, changed=False), RAW_PATHS)
+    raw = host_record("c", raw_ok())
     assert raw["status"] == "raw" and raw["message"] == RAW_NOTE and raw["facts"]["source"] == "raw"
-    no_raw = host_record("d", NO_PYTHON, dict(skipped=True), RAW_PATHS)
-    assert no_raw["status"] == "error" and "raw fallback did not run" in no_raw["message"]
-    raw_failed = host_record("e", NO_PYTHON, dict(rc=127, stdout="", stderr="sh: not found", failed=False), RAW_PATHS)
-    assert raw_failed["status"] == "error" and "sh: not found" in raw_failed["message"]
+    no_raw = host_record("d", NO_PYTHON)
+    assert no_raw["status"] == "error" and "raw fallback is off" in no_raw["message"]
     crashed = host_record("f", dict(failed=True, msg="MODULE FAILURE", module_stderr="Traceback: KeyError"))
     assert crashed["status"] == "error" and crashed["message"] == "verity_facts failed: MODULE FAILURE"
-    gone = host_record("g", None, None, (), active=False)
+    gone = host_record("g", None, active=False)
     assert gone["status"] == "error" and "before verity_check ran" in gone["message"]
-    raw_unreachable = host_record("h", NO_PYTHON, dict(unreachable=True, msg="gone"), RAW_PATHS)
-    assert raw_unreachable["status"] == "unreachable"
+    skipped = host_record("h", dict(skipped=True, skip_reason="Conditional result was False"))
+    assert skipped["status"] == "error" and "skipped" in skipped["message"]
+    assert host_record("i", dict(changed=False, ansible_facts=dict(composefs=[1])))["message"] == "verity_facts returned no composefs facts"
 
 
 def test_policy_pass():
@@ -254,7 +258,7 @@ def _fleet():
     return [
         host_record("good", ok(facts())),
         host_record("xfs-only", ok(facts(paths=("/srv/xfs",)))),
-        host_record("coreos", NO_PYTHON, dict(rc=0, stdout=RAW_OUTPUT), RAW_PATHS),
+        host_record("coreos", raw_ok()),
         host_record("gone", dict(unreachable=True, msg="ssh: connect to host gone port 22: Connection refused")),
         host_record("broken", dict(failed=True, msg="MODULE FAILURE")),
         host_record("nfs <b>", ok(facts(fs_verity=True, paths=("/srv/nfs",)))),

@@ -36,3 +36,11 @@ def test_real_mountinfo_has_root():
     assert any(e.mountpoint == "/" for e in entries)
     fs = filesystem_of(os.getcwd())
     assert fs is not None and fs.fstype
+
+
+def test_carriage_return_in_a_mount_point():
+    # the kernel escapes space, tab, newline and backslash, but not "\r" or other line breaks str.splitlines() knows
+    text = "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n40 22 0:60 / /home/u/a\rb\x0bc\x1cd rw - fuse.sshfs u@h: rw\n"
+    entries = parse_mountinfo(text)
+    assert [e.mountpoint for e in entries] == ["/", "/home/u/a\rb\x0bc\x1cd"]
+    assert filesystem_of("/home/u/a\rb\x0bc\x1cd/x", entries).fstype == "fuse.sshfs"
