@@ -193,6 +193,15 @@ def _children(pid):
         return []
 
 
+def _cpu_ticks(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -213,9 +222,10 @@ def test_workers_die_with_a_killed_build(tmp_path):
                             env=dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections")),
                             stdout=subprocess.DEVNULL)
     workers = []
-    for _ in range(600):  # wait for the worker processes (up to a minute on a busy machine)
+    for _ in range(1200):  # wait for the workers to be at work (up to two minutes on a busy machine)
         workers = _children(proc.pid)
-        if len(workers) >= 2 or proc.poll() is not None:
+        # CPU time spent means the worker is past its start-up (where it asks for PR_SET_PDEATHSIG) and hashing.
+        if len(workers) >= 2 and all(_cpu_ticks(w) >= 5 for w in workers) or proc.poll() is not None:
             break
         time.sleep(0.1)
     assert len(workers) >= 2, "the build ended before its workers could be seen"
