@@ -147,6 +147,10 @@ def test_failure_after_objects_were_added_reports_changed(tmp_path, monkeypatch)
                                                              "stale_removed": 0}}
     assert "2 object(s) added" in str(exc.value)
     assert not [n for n in os.listdir(str(tmp_path)) if ".tmp-" in n]  # the reserved temp file is gone
+    # Nothing added (the store is complete now): the failure reports no change.
+    with pytest.raises(build.ImageBuildError) as exc:
+        build.build(src=str(src), dest=str(tmp_path / "img.cfs"), digest_store=str(store), workers=1)
+    assert exc.value.result is None and "object store was changed" not in str(exc.value)
 
 
 # --- item 13: killed builds: stale temp files, orphaned workers ---------------------------------

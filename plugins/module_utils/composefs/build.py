@@ -327,18 +327,20 @@ def build(src=None, src_dumpfile=None, dest=None, digest_store=None, use_epoch=F
             _fill(result, digest_store, enable_verity, objects, workers, check_mode)
         if dest:
             if need_write or need_verity:
-                result["changed"] = True
                 if check_mode:
                     result["verity"] = need_verity or (verity and not need_write)
                 elif need_write:
                     result["verity"] = dest_file.commit(data, enable_verity)
                 else:
                     result["verity"] = enable_image_verity(dest, enable_verity)
+                result["changed"] = True
             result["after"] = {"digest": digest, "verity": result["verity"]}
     except ImageBuildError as exc:
-        if result["changed"]:
+        # Only the store can have been changed before a failure: dest is replaced last, atomically.
+        if result["changed"] and not check_mode:
             exc.result = {"changed": True, "objects": result["objects"]}
-            exc.args = ("%s (the object store was changed: %d object(s) added)" % (exc, result["objects"]["added"]),)
+            exc.args = ("%s (the object store was changed: %d object(s) added, %d stale temporary file(s) removed)"
+                        % (exc, result["objects"]["added"], result["objects"]["stale_removed"]),)
         raise
     finally:
         if dest_file is not None:
