@@ -30,11 +30,11 @@ description:
     after objects were added to the store, the task fails with C(changed=true) and RV(objects) says what was added.
   - Paths must be absolute. A FIFO, device or symlink at O(dest), or a FIFO or device at O(src_dumpfile), is refused
     (never opened for a blocking read).
-  - Symlinks inside O(digest_store) are never followed: a fan-out directory that is a symlink fails the task.
+  - Symlinks inside O(digest_store) are never followed; a fan-out directory that is a symlink fails the task.
     Temporary files a killed build left in the store (C(.tmp-*), older than 15 minutes) are removed by the next build,
     when no other build is writing to the store (a shared C(flock) on the store directory marks writers).
   - With O(src_dumpfile), a file whose payload is not C(XX/<digest>) of its own digest is kept as C(mkcomposefs) keeps
-    it (the image stays byte-identical) and the module warns: the object store cannot vouch for what such a file reads,
+    it (the image stays byte-identical) and the module warns, because the object store cannot vouch for what such a file reads,
     and M(composefs.fleet.mount) with a digest pin refuses the image.
 author:
   - composefs.fleet developers (@composefs-fleet)

@@ -226,7 +226,7 @@ def test_workers_die_with_a_killed_build(tmp_path):
                             env=dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections")),
                             stdout=subprocess.DEVNULL)
     workers = []
-    for _ in range(1200):  # wait for the workers to be at work (up to two minutes on a busy machine)
+    for _attempt in range(1200):  # wait for the workers to be at work (up to two minutes on a busy machine)
         workers = _children(proc.pid)
         # CPU time spent means the worker is past its start-up (where it asks for PR_SET_PDEATHSIG) and hashing.
         if len(workers) >= 2 and all(_cpu_ticks(w) >= 5 for w in workers) or proc.poll() is not None:
@@ -239,7 +239,7 @@ def test_workers_die_with_a_killed_build(tmp_path):
         os.kill(w, signal.SIGSTOP)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    for _ in range(300):
+    for _attempt in range(300):
         if not any(_alive(w) for w in workers):
             break
         time.sleep(0.1)
