@@ -33,6 +33,8 @@ import io
 import os
 import re
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -448,7 +450,8 @@ class _Parser:
 
 
 def _show(data):
-    return data.decode("utf-8", "backslashreplace")
+    """Input bytes for a message: printable and at most a short excerpt (common.text)."""
+    return excerpt(data, 256)
 
 
 def _read_source(src):
@@ -456,9 +459,13 @@ def _read_source(src):
         return bytes(src)
     if isinstance(src, str) or hasattr(src, "__fspath__"):
         path = os.fspath(src)
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rb") as handle:
-            return handle.read()
+        # Non-blocking open and fstat: a FIFO or device is refused, never waited on.
+        raw = os.fdopen(open_regular(path, what="dumpfile"), "rb")
+        with (gzip.GzipFile(fileobj=raw) if str(path).endswith(".gz") else raw) as handle:
+            try:
+                return handle.read()
+            finally:
+                raw.close()
     data = src.read()
     if isinstance(data, str):
         raise TypeError("dumpfiles are read from binary file objects")

@@ -33,6 +33,7 @@ import gc
 import os
 import stat
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 
 S_IFMT = 0o170000
@@ -284,9 +285,8 @@ class Node:
 
 
 def _show(name):
-    if isinstance(name, bytes):
-        return name.decode("utf-8", "backslashreplace")
-    return str(name)
+    """A name for a message: printable and at most a short excerpt (common.text)."""
+    return excerpt(name, 256)
 
 
 class Tree:

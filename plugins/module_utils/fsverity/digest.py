@@ -25,6 +25,9 @@ import itertools
 import os
 import struct
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
+from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool
+
 # Kernel FS_VERITY_HASH_ALG_* numbers and digest sizes.
 HASH_ALGORITHMS = {"sha256": (1, 32, 64), "sha512": (2, 64, 128)}  # name: (number, digest size, hash block size)
 DEFAULT_BLOCK_SIZE = 4096
@@ -277,14 +280,16 @@ def _hash_fd_parallel(hasher, fd, size, threads):
 def file_digest(path_or_fileobj, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", threads=1):
     """fs-verity digest (raw bytes) of a whole file given by path, file descriptor or binary file object.
 
-    A path is opened without following a final symlink. ``threads`` > 1 hashes
+    A path is opened without following a final symlink, and must be a regular file
+    (:class:`NotRegularFile`, an OSError, otherwise). ``threads`` > 1 hashes
     large files in parallel (same result, more cores).
     """
     if isinstance(path_or_fileobj, int):
         return _digest_fd(path_or_fileobj, hash_algorithm, block_size, salt, threads)
     if hasattr(path_or_fileobj, "fileno"):
         return _digest_fd(path_or_fileobj.fileno(), hash_algorithm, block_size, salt, threads)
-    fd = os.open(path_or_fileobj, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    # Non-blocking open and fstat first: a FIFO swapped in at the path is refused, not waited on.
+    fd = open_regular(path_or_fileobj, follow=False)
     try:
         return _digest_fd(fd, hash_algorithm, block_size, salt, threads)
     finally:
@@ -323,8 +328,7 @@ class DigestPool:
 
     def __enter__(self):
         if self.workers > 1:
-            import multiprocessing
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+            self._pool = fork_pool(self.workers)
         return self
 
     def __exit__(self, *exc_info):
