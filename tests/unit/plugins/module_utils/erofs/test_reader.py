@@ -14,7 +14,6 @@ import hashlib
 import os
 import random
 import struct
-import time
 
 import pytest
 
@@ -79,12 +78,8 @@ def small_image(oracle, tmp_path, text, min_version=None, max_version=None, name
 
 def test_dump_equals_composefs_info(image_vector, vector_images, oracle):
     path, data = vector_images(image_vector)
-    started = time.time()
     tree = reader.read_image(data)
-    elapsed = time.time() - started
     assert reader.dump(tree) == oracle.info("dump", path)
-    assert elapsed < 20, "reading %s took %.1fs" % (image_vector.name, elapsed)
-    print("%s: read in %.2fs" % (image_vector.name, elapsed))
 
 
 def test_ls_equals_composefs_info(image_vector, vector_images, oracle):
@@ -520,7 +515,6 @@ def test_random_corruption_gives_clean_errors(hostile_base, oracle, tmp_path, ve
     rng = random.Random(20240601)
     _path, special = small_image(oracle, tmp_path, HARDLINKS, name="hl.cfs")
     outcomes = {"ok": 0, "error": 0}
-    started = time.time()
     for base in (hostile_base, special):
         meta_end = struct.unpack_from("<I", base, 1024 + 44)[0] * fmt.EROFS_BLKSIZ + 4096
         for _round in range(1500):
@@ -535,7 +529,6 @@ def test_random_corruption_gives_clean_errors(hostile_base, oracle, tmp_path, ve
             except ImageError:
                 outcomes["error"] += 1
     assert outcomes["error"] > 100 and outcomes["ok"] > 100, outcomes
-    assert time.time() - started < 60
 
 
 def test_directory_blocks_shared_between_directories(oracle, tmp_path):
