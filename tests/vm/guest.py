@@ -44,7 +44,7 @@ QEMU_FLAGS = (
     "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 )
 KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet mitigations=off"
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 1500.0  # a hang guard for one TCG boot running every guest test, not a speed check
 # Where the writable share is mounted in the guest; /init (built by the fetch
 # script) expects job.sh there.
 GUEST_SHARE = "/run/composefs-fleet-vm"

@@ -4,7 +4,7 @@ TCG is slow, so every guest-side test shares this single boot. Without the guest
 kernel (scripts/fetch-guest-kernel.sh) the test fails; it never skips.
 
 COMPOSEFS_FLEET_VM_PYTEST_ARGS adds arguments to the guest's pytest (e.g. "-x -k ext4"),
-COMPOSEFS_FLEET_VM_TIMEOUT changes the hard timeout (seconds, default 600).
+COMPOSEFS_FLEET_VM_TIMEOUT changes the hard timeout (seconds, default 1500).
 """
 import importlib.util
 import os
