@@ -49,6 +49,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree imp
     XATTR_NAME_MAX,
     XATTR_SPACE_MAX_EXTERNAL,
     XATTR_VALUE_MAX,
+    LinkResolver,
     Node,
     Tree,
     paused_gc,
@@ -440,8 +441,9 @@ class _Parser:
             if target is node:
                 raise self.fail(lineno, "Self-referential hardlink %s" % _show(target_path), node.path)
             node.link_to = target
+        links = LinkResolver()
         for node, target_path, lineno in self.fixups:
-            final = node.resolve()
+            final = links.resolve(node)
             if final.children is not None:
                 raise self.fail(lineno, "Hardlink target %s is a directory" % _show(target_path), node.path)
         return Tree(root)
@@ -489,12 +491,10 @@ def parse(src, strict=False):
 # --- writing ----------------------------------------------------------------------
 
 
-def _node_line(path, node):
+def _node_line(path, node, links):
     target = node.link_to
     if target is not None:
-        shown = target
-        while shown.link_to is not None:
-            shown = shown.link_to
+        shown = links.resolve(node)
         fields = [escape(path), b"%d" % shown.size, b"@%o" % shown.mode]
         payload = target.path
     else:
@@ -522,7 +522,8 @@ def write(tree, out=None):
     Files come depth-first with children in byte order, the root first, one
     line each, newline-terminated.
     """
-    lines = [_node_line(path, node) for path, node in tree.walk()]
+    links = LinkResolver()
+    lines = [_node_line(path, node, links) for path, node in tree.walk()]
     lines.append(b"")
     data = b"\n".join(lines)
     if out is None:

@@ -54,6 +54,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree imp
     XATTR_NAME_MAX,
     XATTR_SPACE_MAX_EXTERNAL,
     XATTR_VALUE_MAX,
+    LinkResolver,
     paused_gc,
 )
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import format as fmt
@@ -229,12 +230,13 @@ def _prepare(tree, min_version, max_version):
     if version < 1 and max_version >= 1 and has_whiteout:
         version = 1
 
-    # Hardlinks point at the final target's inode.
+    # Hardlinks point at the final target's inode (chains resolved in linear time).
+    links = LinkResolver()
     for ino in with_links:
         entries = ino.entries
         for i, (name, target, _real) in enumerate(entries):
             if not isinstance(target, _Inode):
-                final = target.resolve()
+                final = links.resolve(target)
                 tino = copies.get(id(final))
                 if tino is None:
                     raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
