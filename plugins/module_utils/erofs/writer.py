@@ -39,6 +39,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from operator import itemgetter
+
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -108,14 +110,6 @@ class _Inode:
 
 
 _U64 = (1 << 64) - 1  # size_t
-
-
-def _growing(items):
-    """Iterate over a list that the loop body appends to (a breadth-first queue)."""
-    i = 0
-    while i < len(items):
-        yield items[i]
-        i += 1
 
 
 def _error(ino, problem):
@@ -195,11 +189,10 @@ def _prepare(tree, min_version, max_version):
     # Copy every inode; each directory gets its entries, "." and ".." included,
     # in byte order. Hardlink entries still hold tree nodes until resolved below.
     root = _copy(root_node, b"/", None)
-    copies = {id(root_node): root}
     has_whiteout = False
     with_links = []
     todo = [root]
-    for ino in _growing(todo):
+    for ino in todo:  # a list iterator sees what the loop appends: breadth-first
         t = ino.mode & _S_IFMT
         if t == S_IFCHR and ino.rdev == 0:
             has_whiteout = True
@@ -219,7 +212,6 @@ def _prepare(tree, min_version, max_version):
                     links = True
                 else:
                     cino = _copy(child, prefix + name, ino)
-                    copies[id(child)] = cino
                     entries.append((name, cino, True))
                     todo.append(cino)
             entries.sort(key=_entry_name)
@@ -232,12 +224,13 @@ def _prepare(tree, min_version, max_version):
 
     # Hardlinks point at the final target's inode (chains resolved in linear time).
     links = LinkResolver()
+    copies = dict((ino.node, ino) for ino in todo) if with_links else None  # nodes hash by identity
     for ino in with_links:
         entries = ino.entries
         for i, (name, target, _real) in enumerate(entries):
             if not isinstance(target, _Inode):
                 final = links.resolve(target)
-                tino = copies.get(id(final))
+                tino = copies.get(final)
                 if tino is None:
                     raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
                 if (tino.mode & _S_IFMT) == S_IFDIR:
@@ -264,7 +257,7 @@ def _prepare(tree, min_version, max_version):
     # Breadth-first numbering; directory nlink is 2 + subdirectories.
     order = [root]
     index = 0
-    for ino in _growing(order):
+    for ino in order:  # grows as the loop goes: breadth-first
         ino.index = index
         index += 1
         entries = ino.entries
@@ -279,8 +272,7 @@ def _prepare(tree, min_version, max_version):
     return order, version
 
 
-def _entry_name(entry):
-    return entry[0]
+_entry_name = itemgetter(0)
 
 
 def _check(ino):
@@ -320,9 +312,28 @@ def _add_overlay_xattrs(ino, version):
             value = bytes((0, 4 + len(ino.digest), 0, FS_VERITY_HASH_ALG_SHA256)) + ino.digest
         else:
             value = b""
-        _set_xattr(ino, XATTR_METACOPY, value)
-        if ino.payload:
-            _set_xattr(ino, XATTR_REDIRECT, b"/" + ino.payload)
+        redirect = b"/" + ino.payload if ino.payload else None
+        xattrs = ino.xattrs
+        # What _set_xattr does, in one step for the common case: new names (the escaping
+        # above renamed any trusted.overlay.* the file had), values within the limits,
+        # and room for both in the xattr space. Anything else goes through _set_xattr.
+        space = 0 if ino.xattr_space is None else ino.xattr_space
+        need = XATTR_ENTRY_OVERHEAD + len(XATTR_METACOPY) + len(value) + (0 if xattrs else XATTR_HEADER_SIZE)
+        if redirect is not None:
+            need += XATTR_ENTRY_OVERHEAD + len(XATTR_REDIRECT) + len(redirect)
+        if (space + need <= XATTR_SPACE_MAX_EXTERNAL and len(value) <= XATTR_VALUE_MAX
+                and (redirect is None or len(redirect) <= XATTR_VALUE_MAX)
+                and XATTR_METACOPY not in xattrs and XATTR_REDIRECT not in xattrs):
+            if ino.xattr_space is None:
+                xattrs = ino.xattrs = dict(xattrs)  # copy on write, as _set_xattr
+            xattrs[XATTR_METACOPY] = value
+            if redirect is not None:
+                xattrs[XATTR_REDIRECT] = redirect
+            ino.xattr_space = space + need
+        else:
+            _set_xattr(ino, XATTR_METACOPY, value)
+            if redirect is not None:
+                _set_xattr(ino, XATTR_REDIRECT, redirect)
     if t == S_IFCHR and ino.rdev == 0:
         parent = ino.parent
         ino.size = 0
