@@ -30,6 +30,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import gc
+import operator
 import os
 import stat
 
@@ -446,6 +447,9 @@ class Tree:
         return count
 
 
+_entry_name = operator.attrgetter("name")
+
+
 class _DirectoryWalker:
     """lcfs_build(): read a directory tree with lstat, readlink and xattrs."""
 
@@ -526,7 +530,8 @@ class _DirectoryWalker:
                 raise exc.with_context(path=os.fsencode(fspath))
 
     def walk(self, top):
-        top = os.fspath(top)
+        # Bytes paths throughout: names come back as bytes, nothing is encoded per file.
+        top = os.fsencode(top)
         try:
             st = os.lstat(top)
         except OSError as exc:
@@ -541,10 +546,11 @@ class _DirectoryWalker:
                 entries = list(os.scandir(dirpath))
             except OSError as exc:
                 raise self._fail(dirpath, exc)
-            entries.sort(key=lambda e: os.fsencode(e.name))
+            entries.sort(key=_entry_name)
             subdirs = []
+            children = dirnode.children
             for entry in entries:
-                name = os.fsencode(entry.name)
+                name = entry.name
                 fspath = entry.path
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -564,7 +570,11 @@ class _DirectoryWalker:
                 node = self._load(fspath, st)
                 if self.hardlinks and t != S_IFDIR and st.st_nlink > 1:
                     self.inodes[(st.st_dev, st.st_ino)] = node
-                self._add(dirnode, name, node, fspath)
+                # What add_child() checks holds for the names of one directory read
+                # by scandir(): unique, no "/" or NUL, not "." or "..", at most 255 bytes.
+                children[name] = node
+                node.parent = dirnode
+                node.name = name
                 if t == S_IFDIR:
                     subdirs.append((fspath, node))
             # Descend in byte order: pop the first subdirectory first.
@@ -581,10 +591,17 @@ class _DirectoryWalker:
 
     def collect_digests(self):
         """Give every file found its digest and payload from the digest pool."""
-        nodes = dict(self.to_digest)
-        for fspath, result in self.digest_pool.results():
+        # The pool answers in the order the paths were added: the order of to_digest.
+        found = self.to_digest
+        count = 0
+        for (fspath, result), (added, node) in zip(self.digest_pool.results(), found):
+            if fspath is not added and fspath != added:
+                raise AssertionError("digest pool answered out of order")
             if isinstance(result, Exception):
                 raise self._fail(fspath, result)
-            node = nodes[fspath]
             node.digest = result
-            node.payload = digest_to_payload(result)
+            hexed = result.hex()
+            node.payload = (hexed[:2] + "/" + hexed[2:]).encode("ascii")  # digest_to_payload()
+            count += 1
+        if count != len(found):
+            raise AssertionError("digest pool answered %d of %d files" % (count, len(found)))
