@@ -296,7 +296,12 @@ def _add_overlay_xattrs(ino, version):
     """add_overlayfs_xattrs(): escape, metacopy/redirect, whiteout escaping."""
     xattrs = ino.xattrs
     if xattrs:
-        if any(k.startswith(XATTR_OVERLAY_PREFIX) for k in xattrs):
+        for k in xattrs:  # (a plain loop: most inodes have one or two xattrs)
+            if k.startswith(XATTR_OVERLAY_PREFIX):
+                break
+        else:
+            k = None
+        if k is not None:
             # Renaming keeps libcomposefs's space count (it does not recount renames);
             # like any first change, it starts from 0 on the clone.
             plen = len(XATTR_OVERLAY_PREFIX)
@@ -432,6 +437,9 @@ def _compute_shared_xattrs(order):
         offset += len(entry)
     limit = fmt.EROFS_XATTR_LONG_PREFIX
     empty = []
+    infos = {}  # key -> _key_info(key), without the function call per xattr
+    pack_entry = fmt.XATTR_ENTRY.pack
+    offsets_get = offsets.get
     for ino in order:
         items = ino.shared
         if not items:
@@ -442,23 +450,31 @@ def _compute_shared_xattrs(order):
         ino_shared = []
         unshared = []
         name_filter = 0
+        size = XATTR_HEADER_SIZE
         for item in items:
-            off = offsets.get(item)
+            key = item[0]
+            info = infos.get(key)
+            if info is None:
+                info = infos[key] = _key_info(key)
+            off = offsets_get(item)
             if off is not None and len(ino_shared) < limit:
                 ino_shared.append(off)
+                size += 4
             else:
-                unshared.append(_xattr_entry(item[0], item[1]))
-            name_filter |= _key_info(item[0])[2]
+                # _xattr_entry(), inline
+                value = item[1]
+                suffix = info[1]
+                raw = pack_entry(len(suffix), info[0], len(value)) + suffix + value
+                pad = -len(raw) & 3
+                if pad:
+                    raw += _ZEROS[:pad]
+                unshared.append(raw)
+                size += len(raw)
+            name_filter |= info[2]
         ino.shared = ino_shared
         ino.unshared = unshared
         ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
-        if ino_shared or unshared:
-            size = XATTR_HEADER_SIZE + 4 * len(ino_shared)
-            for entry in unshared:
-                size += len(entry)
-            ino.xattr_size = (size + 3) & ~3
-        else:
-            ino.xattr_size = 0
+        ino.xattr_size = (size + 3) & ~3
     return b"".join(table)
 
 
