@@ -92,8 +92,8 @@ def main(results, src="/usr/share", sizes=(50000, 100000, 200000)):
             os.unlink(dump)
         low, high = min(sizes), max(sizes)
         per = [(peaks[high][k] - peaks[low][k]) / (high - low) for k in (0, 1)]
-        print("%-44s ours %7.0f B    mkcomposefs %7.0f B" % ("bytes per entry (%dk -> %dk)" % (low // 1000, high // 1000),
-                                                              per[0], per[1]), flush=True)
+        label = "bytes per entry (%dk -> %dk)" % (low // 1000, high // 1000)
+        print("%-44s ours %7.0f B    mkcomposefs %7.0f B" % (label, per[0], per[1]), flush=True)
         results.append({"name": "bytes per entry", "ours_b": round(per[0]), "reference_b": round(per[1])})
 
 
