@@ -192,7 +192,10 @@ def _prepare(tree, min_version, max_version):
     has_whiteout = False
     with_links = []
     todo = [root]
-    for ino in todo:  # a list iterator sees what the loop appends: breadth-first
+    queue_pos = 0
+    while queue_pos < len(todo):  # breadth-first: the loop appends to todo
+        ino = todo[queue_pos]
+        queue_pos += 1
         t = ino.mode & _S_IFMT
         if t == S_IFCHR and ino.rdev == 0:
             has_whiteout = True
@@ -257,7 +260,8 @@ def _prepare(tree, min_version, max_version):
     # Breadth-first numbering; directory nlink is 2 + subdirectories.
     order = [root]
     index = 0
-    for ino in order:  # grows as the loop goes: breadth-first
+    while index < len(order):  # breadth-first: the loop appends to order
+        ino = order[index]
         ino.index = index
         index += 1
         entries = ino.entries
