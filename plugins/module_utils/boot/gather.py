@@ -20,6 +20,9 @@ from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo i
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 
 FACTS_VERSION = 1
+IMAGE_NOTE = ("the deployment's .ostree.cfs differs from the digest in its commit: ostree writes the fs-verity digests of "
+              "objects into the image only where the objects have fs-verity (or always with enabled=verity/signed), so the "
+              "image of a repository without fs-verity lacks them; after ostree admin post-copy, a new deployment gets them")
 SYSROOT = "/sysroot"
 INITRAMFS_NOTE = ("ostree-prepare-root reads the copy of prepare-root.conf inside the initramfs: after changing "
                   "/etc/ostree/prepare-root.conf, regenerate it (rpm-ostree initramfs-etc --track=/etc/ostree/prepare-root.conf "
@@ -132,6 +135,8 @@ def _ostree_facts(src, cmdline, sysroot, booted_state, verity_paths, errors):
         image_digest_expected=image.get("expected"),
         image_matches_commit=image.get("matches_commit"),
     )
+    if image.get("matches_commit") is False:
+        composefs["image_note"] = IMAGE_NOTE
     if composefs["pending"]:
         composefs["pending_note"] = ("prepare-root.conf says %s but this boot ran %s: %s"
                                      % (config["mode"], mode, INITRAMFS_NOTE))
@@ -196,3 +201,40 @@ def summary(facts):
     if cfs["signed"]:
         return "%s: signed" % facts["kind"]
     return "%s: %s" % (facts["kind"], "enforced" if cfs["verity_enforced"] else "best-effort")
+
+
+def gather_local(root="/", sysroot=SYSROOT, run_bootc=True, compute_digests=True):
+    """The facts of this host (the boot_facts module): files below ``root``, its kernel command line and mounts."""
+    import shutil
+    import subprocess
+
+    from ansible_collections.composefs.fleet.plugins.module_utils.boot.source import LocalSource
+    from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import gather as verity_gather
+
+    src = LocalSource(root, compute_digests=compute_digests)
+    cmdline = (_read_text("/proc/cmdline") or "").strip()
+    mountinfo = _read_text("/proc/self/mountinfo") or ""
+    status_text = None
+    bootc = shutil.which("bootc") if run_bootc and root == "/" else None
+    if bootc and os.path.isdir(os.path.join(sysroot, "state", "deploy")):
+        proc = subprocess.run([bootc, "status", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                              timeout=120)
+        if proc.returncode == 0:
+            status_text = proc.stdout.decode("utf-8", "replace")
+    stores = [p for p in (os.path.join(sysroot, "ostree", "repo"), os.path.join(sysroot, "composefs"))
+              if src.isdir(p)]
+    verity_paths = {}
+    if stores:
+        full = dict((src._path(p), p) for p in stores)
+        for entry in verity_gather(list(full), tools=())["paths"]:
+            verity_paths[full.get(entry["path"], entry["path"])] = dict(
+                (k, entry.get(k)) for k in ("fstype", "mountpoint", "device", "verity", "reason"))
+    return gather(src, cmdline, mountinfo, sysroot=sysroot, bootc_status_text=status_text, verity_paths=verity_paths)
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None

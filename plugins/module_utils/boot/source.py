@@ -90,7 +90,7 @@ class LocalSource:
             os.close(fd)
         if self.compute_digests:
             try:
-                out["digest"] = file_digest(full)
+                out["digest"] = file_digest(full).hex()
             except OSError as exc:
                 out["error"] = "cannot read %s: %s" % (path, exc.strerror)
         return out
@@ -101,9 +101,10 @@ class DumpSource:
 
     kind = "raw"
 
-    def __init__(self, files=None, dirs=None, devinos=None, resolved=None, verity=None, existing=None):
+    def __init__(self, files=None, dirs=None, devinos=None, resolved=None, verity=None, existing=None, directories=None):
         self.files = files or {}
         self.dirs = dirs or {}
+        self.directories = set(directories or ()) | set(self.dirs)
         self.devinos = devinos or {}
         self.resolved = resolved or {}
         self.verities = verity or {}
@@ -117,10 +118,13 @@ class DumpSource:
         return sorted(names) if names is not None else None
 
     def isdir(self, path):
-        return path in self.dirs
+        return path in self.directories
 
     def exists(self, path):
-        return path in self.existing
+        if path in self.existing or path in self.directories:
+            return True
+        parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
+        return name in (self.dirs.get(parent) or ())
 
     def devino(self, path):
         return self.devinos.get(path)

@@ -4,7 +4,7 @@ import os
 import subprocess
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "glib", "gvariant_glib.py")
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glib", "gvariant_glib.py")
 
 
 def require_glib():
