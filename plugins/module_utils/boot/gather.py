@@ -15,7 +15,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.composefs.fleet.plugins.module_utils.boot import bootc, ostree
-from ansible_collections.composefs.fleet.plugins.module_utils.boot.prepare_root import ETC_CONF, USR_CONF, effective
+from ansible_collections.composefs.fleet.plugins.module_utils.boot.prepare_root import ETC_CONF, USR_CONF, cmdline_value, effective
 from ansible_collections.composefs.fleet.plugins.module_utils.common.mountinfo import parse_mountinfo
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 
@@ -68,7 +68,8 @@ def gather(src, cmdline, mountinfo_text="", sysroot=SYSROOT, bootc_status_text=N
     kind = "none"
     if bootc_karg is not None or src.isdir(os.path.join(sysroot, bootc.STATE_DIR)):
         kind = "bootc"
-    elif src.exists(ostree.RUN_BOOTED) or src.isdir(os.path.join(sysroot, "ostree", "deploy")):
+    elif (src.exists(ostree.RUN_BOOTED) or cmdline_value(cmdline, "ostree")
+          or src.isdir(os.path.join(sysroot, "ostree", "deploy"))):
         kind = "ostree"
     facts = dict(
         facts_version=FACTS_VERSION,
