@@ -28,6 +28,7 @@ ostree admin os-init --sysroot=$S %(osname)s
 R=$S/ostree/repo
 ostree config --repo=$R set ex-integrity.composefs true
 ostree config --repo=$R set sysroot.bootloader none
+%(fsverity)s
 ostree commit --repo=$R -b %(osname)s/stable --tree=dir=$T --generate-composefs-metadata -s one --add-metadata-string=version=1
 ostree admin deploy --sysroot=$S --os=%(osname)s --karg=root=LABEL=root %(osname)s/stable
 echo hello2 > $T/usr/bin/hello2
@@ -54,6 +55,20 @@ def chroot(root, script, check=True):
 def sid_overlay(base):
     """The sid root with a scratch upper layer, mounted at ``base/merged``, with /proc and /dev bound in."""
     require_sid_root()
+    if os.environ.get("COMPOSEFS_FLEET_IN_GUEST") == "1":
+        # The fs-verity guest's own root is already copy-on-write (host root over 9p, tmpfs upper):
+        # writes to the sid root there stay in guest RAM, and overlayfs cannot stack on 9p again.
+        merged = os.path.realpath(SID_ROOT)
+        mounted = []
+        try:
+            for name in ("proc", "dev"):
+                subprocess.run(["mount", "--bind", "/" + name, os.path.join(merged, name)], check=True)
+                mounted.append(os.path.join(merged, name))
+            yield merged
+        finally:
+            for path in reversed(mounted):
+                subprocess.run(["umount", "-l", path], check=False)
+        return
     merged = os.path.join(base, "merged")
     for name in ("upper", "work", "merged"):
         os.makedirs(os.path.join(base, name), exist_ok=True)
@@ -70,9 +85,13 @@ def sid_overlay(base):
             subprocess.run(["umount", "-l", path], check=False)
 
 
-def build_sysroot(merged):
-    """Build the sysroot in the chroot; returns the deployments as ``[(checksum.serial, subject)]``, newest first."""
-    chroot(merged, BUILD % dict(sysroot=SYSROOT, osname=OSNAME))
+def build_sysroot(merged, fsverity=None):
+    """Build the sysroot in the chroot; returns the commits of the two deployments, newest first.
+
+    ``fsverity`` sets the repository's ``ex-integrity.fsverity`` before the commits (None: ostree's default).
+    """
+    setting = "ostree config --repo=$R set ex-integrity.fsverity %s" % fsverity if fsverity else ""
+    chroot(merged, BUILD % dict(sysroot=SYSROOT, osname=OSNAME, fsverity=setting))
     out = []
     for version in ("2", "1"):
         rev = chroot(merged, "ostree rev-parse --repo=%s/ostree/repo %s/stable%s"

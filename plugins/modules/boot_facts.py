@@ -142,7 +142,7 @@ ansible_facts:
           type: dict
           returned: when kind is ostree
         deployments:
-          description: The deployments, the booted one first, each with C(booted), C(origin), C(commit) and C(composefs_image).
+          description: The deployments, the booted one first, each with C(booted), C(staged), C(origin), C(commit) and C(composefs_image).
           type: list
           elements: dict
         booted_deployment:

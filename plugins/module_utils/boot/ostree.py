@@ -25,6 +25,8 @@ from ansible_collections.composefs.fleet.plugins.module_utils.boot.prepare_root 
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.ioctl import VerityError, verity_enabled
 
 RUN_BOOTED = "/run/ostree-booted"
+# ostree-sysroot-deploy.c: {"target": <{"name": <"CSUM.SERIAL">, "osname": ..., "bootcsum": ...}>, "kargs": ..., ...}
+STAGED = "/run/ostree/staged-deployment"
 COMMIT_TYPE = "(a{sv}aya(say)sstayay)"
 COMPOSEFS_DIGEST_KEY = "ostree.composefs.digest.v0"
 CFS_NAME = ".ostree.cfs"
@@ -49,6 +51,19 @@ def parse_booted(data):
         dev, ino = out["backing-root-device-inode"]
         out["backing-root-device-inode"] = dict(device=dev, inode=ino)
     return out
+
+
+def parse_staged(data):
+    """The ``CHECKSUM.SERIAL`` name of the staged deployment from ``/run/ostree/staged-deployment``, or None."""
+    try:
+        value = loads("a{sv}", data)
+    except GVariantError:
+        return None
+    target = value.get("target")
+    if target is None or not isinstance(target.value, dict):
+        return None
+    name = target.value.get("name")
+    return name.value if name is not None and isinstance(name.value, str) else None
 
 
 def parse_commit(data):
@@ -126,6 +141,8 @@ def booted_path_from_cmdline(src, sysroot, cmdline):
 
 def deployments(src, sysroot, booted_path=None, booted_devino=None):
     """Every deployment in ``sysroot``, booted first, then by osname and newest serial."""
+    staged_data = src.read(STAGED)
+    staged = parse_staged(staged_data) if staged_data is not None else None
     base = os.path.join(sysroot, "ostree", "deploy")
     repo = os.path.join(sysroot, "ostree", "repo")
     out = []
@@ -136,8 +153,9 @@ def deployments(src, sysroot, booted_path=None, booted_devino=None):
             path = os.path.join(deploy_dir, name)
             if not match or not src.isdir(path):
                 continue
-            out.append(_deployment(src, repo, osname, path, match.group(1), int(match.group(2)),
-                                   booted_path, booted_devino))
+            entry = _deployment(src, repo, osname, path, match.group(1), int(match.group(2)), booted_path, booted_devino)
+            entry["staged"] = staged == name
+            out.append(entry)
     out.sort(key=lambda d: (not d["booted"], d["osname"], -d["serial"]))
     return out
 

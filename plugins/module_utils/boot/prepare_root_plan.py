@@ -22,7 +22,6 @@ from ansible_collections.composefs.fleet.plugins.module_utils.boot.keyfile impor
 from ansible_collections.composefs.fleet.plugins.module_utils.boot.prepare_root import DEFAULT_KEYPATH, KARG, cmdline_value, effective
 from ansible_collections.composefs.fleet.plugins.module_utils.boot.source import LocalSource
 
-STAGED = "/run/ostree/staged-deployment"
 ED25519_PUBKEY_SIZE = 32
 # option name -> (group, key) in prepare-root.conf
 BOOLEAN_KEYS = dict(root_transient=("root", "transient"), root_transient_ro=("root", "transient-ro"),
@@ -79,16 +78,6 @@ def _key_problems(root, keypath):
     return []
 
 
-def _staged_checksum(root):
-    try:
-        with open(os.path.join(root, STAGED.lstrip("/")), "rb") as handle:
-            staged = loads("a{sv}", handle.read())
-    except (OSError, GVariantError):
-        return None
-    value = staged.get("checksum")
-    return value.value if value is not None and isinstance(value.value, str) else None
-
-
 def _commit_signed(root, repo, checksum):
     try:
         with open(os.path.join(root, ostree.object_path(repo, checksum, "commitmeta").lstrip("/")), "rb") as handle:
@@ -115,8 +104,8 @@ def verity_checks(root, sysroot, signed, verity_paths=None):
     if verdict.get("verity") == "unsupported":
         reasons.append("the filesystem of %s cannot enforce fs-verity: %s" % (repo, verdict.get("reason")))
     deps = ostree.deployments(src, sysroot, booted_path=ostree.booted_path_from_cmdline(src, sysroot, _cmdline()))
-    staged = _staged_checksum(root)
-    wanted = [d for d in deps if d["booted"] or d["checksum"] == staged] or deps[:1]
+    # Not booted from this sysroot (an image, a chroot): every deployment must pass.
+    wanted = [d for d in deps if d["booted"] or d["staged"]] or deps
     store = os.path.join(root, repo.lstrip("/"))
     for dep in wanted:
         name = "%s.%d" % (dep["checksum"], dep["serial"])

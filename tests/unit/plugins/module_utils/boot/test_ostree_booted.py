@@ -75,3 +75,15 @@ def test_garbage_is_an_error_not_a_crash(data):
 def test_garbage_booted_file_in_facts():
     facts = gather(DumpSource(files={"/run/ostree-booted": b"\xff\xff\xff"}), "")
     assert facts["kind"] == "ostree" and any("not a GVariant" in e for e in facts["errors"])
+
+
+def test_staged_deployment_name(tmp_path):
+    from ansible_collections.composefs.fleet.plugins.module_utils.boot.ostree import parse_staged
+
+    path = tmp_path / "staged-deployment"
+    write_ostree_booted(path, {
+        "target": ["a{sv}", "{'name': <'%s.1'>, 'osname': <'fedora'>, 'bootcsum': <'%s'>}" % ("a" * 64, "b" * 64)],
+        "kargs": ["as", "['root=UUID=x', 'rw']"],
+    })
+    assert parse_staged(path.read_bytes()) == "a" * 64 + ".1"
+    assert parse_staged(b"\x00\x01") is None
