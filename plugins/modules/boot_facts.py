@@ -110,7 +110,7 @@ ansible_facts:
           type: str
           sample: ostree
         summary:
-          description: One line for reports, for example V(ostree: best-effort), V(ostree: enforced), V(bootc: signed), V(none).
+          description: "One line for reports: V(none), or the kind and V(off), V(best-effort), V(enforced) or V(signed), as in C(ostree: enforced)."
           type: str
           sample: "ostree: best-effort"
         booted:

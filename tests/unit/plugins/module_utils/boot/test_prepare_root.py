@@ -22,8 +22,9 @@ def test_sysroot_readonly_defaults_to_composefs_yes():
     assert effective("[composefs]\nenabled=yes\n[sysroot]\nreadonly=false\n")["sysroot_readonly"] is False
 
 
-@pytest.mark.parametrize("karg, mode, signed", [("signed", "signed", True), ("no", "no", False), ("0", "no", False),
-                                               ("maybe", "verity", False), ("yes", "verity", False)])
+@pytest.mark.parametrize("karg, mode, signed", [
+    ("signed", "signed", True), ("no", "no", False), ("0", "no", False), ("maybe", "verity", False), ("yes", "verity", False),
+])
 def test_karg_overrides_the_file(karg, mode, signed):
     # A tristate karg turns signatures off but keeps require_verity from the file (otcore_load_rootfs_config).
     got = effective("[composefs]\nenabled=signed\n", "quiet ostree.prepare-root.composefs=%s rw" % karg,
