@@ -13,7 +13,7 @@ module: boot_facts
 short_description: How an ostree, bootc or CoreOS host boots composefs, and whether fs-verity is enforced or signed
 version_added: 0.2.0
 description:
-  - Sets C(ansible_facts.composefs_boot) with how the host boots: V(ostree), V(bootc) (its composefs backend) or V(none).
+  - Sets C(ansible_facts.composefs_boot) with how the host boots - V(ostree), V(bootc) (its composefs backend) or V(none).
   - For ostree hosts, composefs on or off and its mode (V(no), V(maybe), V(yes), V(verity), V(signed)) as the running boot
     recorded it in C(/run/ostree-booted) (a GVariant C(a{sv}) read with the standard library), and as
     C(prepare-root.conf) (C(/etc/ostree/) over C(/usr/lib/ostree/)) and the karg C(ostree.prepare-root.composefs=) configure
