@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 """Serialize GVariant values with GLib itself (python3-gi), for the tests of our stdlib reader.
 
