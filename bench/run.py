@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fsverity_digest  # noqa: E402
 import image_build  # noqa: E402
+import memory  # noqa: E402
 import fleet  # noqa: E402
 
 
@@ -20,13 +21,18 @@ def fleet_bench(results):
     fleet.main(["--repeat", "3"])
 
 
-BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main), ("fleet: verity_report vs ping", fleet_bench)]
+BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main),
+           ("peak memory", memory.main), ("fleet: verity_report vs ping", fleet_bench)]
 
 
-def main():
+def main(argv=None):
+    """``run.py [WORD...]``: only the benchmarks whose title contains one of the words (default: all)."""
+    words = sys.argv[1:] if argv is None else argv
     results = []
     print("machine: %s, %d cores, Python %s" % (platform.platform(), os.cpu_count(), platform.python_version()))
     for title, fn in BENCHES:
+        if words and not any(word in title for word in words):
+            continue
         print("== %s" % title, flush=True)
         fn(results)
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -14,6 +14,18 @@ plain copy), fsynced, given fs-verity where possible, checked against the
 expected digest, and only then renamed into place. Concurrent builders into one
 store can only ever replace an object with an identical, verified copy. An
 object found in place is verified before it is trusted.
+
+Symlinks inside the store are never followed: the fan-out directories are
+opened with ``O_NOFOLLOW`` relative to a descriptor of the store's root, and
+every object, temporary file and rename goes through those descriptors, so a
+planted ``store/1f -> /elsewhere`` is refused instead of written through. (The
+root itself is the path the caller gave, resolved once.)
+
+A build that is killed leaves ``.tmp-*`` files. Writers hold a shared
+``flock`` on the store's root directory while they stage files; the next
+build that gets the lock exclusively (no writer is active) removes temporary
+files older than :data:`STALE_TEMP_GRACE` seconds. The lock is on the directory
+itself, so the store's layout stays exactly ``mkcomposefs``'s.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,8 +36,10 @@ import errno
 import fcntl
 import os
 import re
+import stat
+import time
 
-from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import fsync_dir
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
 
@@ -33,6 +47,9 @@ FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _OBJECT_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
 TEMP_PREFIX = ".tmp-"
+# A temporary file this old, with no writer holding the store lock, belongs to a dead build.
+STALE_TEMP_GRACE = 15 * 60
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ObjectStoreError(Exception):
@@ -90,7 +107,11 @@ def _copy_into(src_fd, dst_fd, size):
 
 
 class ObjectStore:
-    """One store directory. ``enable_verity`` is 'auto' (where the filesystem can), True (required) or False."""
+    """One store directory. ``enable_verity`` is 'auto' (where the filesystem can), True (required) or False.
+
+    Holds descriptors of the root and the fan-out directories: :meth:`close` it
+    (or use it as a context manager).
+    """
 
     def __init__(self, root, enable_verity="auto", sync_dirs=True):
         self.root = os.path.abspath(root)
@@ -100,7 +121,24 @@ class ObjectStore:
         # sync_dirs=False leaves fsyncing the fan-out directories to sync_pending_dirs(), once per batch.
         self.sync_dirs = sync_dirs
         self.pending_dirs = set()
-        self._made_dirs = set()
+        self._root_fd = None
+        self._subdir_fds = {}
+        self._locked = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        for fd in self._subdir_fds.values():
+            os.close(fd)
+        self._subdir_fds = {}
+        if self._root_fd is not None:
+            os.close(self._root_fd)  # also releases the flock
+            self._root_fd = None
+            self._locked = None
 
     def path_of(self, digest_hex):
         return os.path.join(self.root, object_relpath(digest_hex))
@@ -111,22 +149,79 @@ class ObjectStore:
         except OSError as exc:
             raise ObjectStoreError("cannot create the object store %s: %s" % (self.root, exc.strerror))
 
+    def _root(self, create=False):
+        """The root's descriptor, or None when the store does not exist (and ``create`` is false)."""
+        if self._root_fd is None:
+            if create:
+                self.ensure_root()
+            try:
+                self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if create:
+                    raise ObjectStoreError("cannot open the object store %s: it vanished" % self.root)
+                return None
+            except OSError as exc:
+                raise ObjectStoreError("cannot open the object store %s: %s" % (self.root, exc.strerror))
+        return self._root_fd
+
+    def _subdir(self, name, create=False):
+        """The descriptor of the fan-out directory ``name`` (``XX``), or None if missing (and not ``create``).
+
+        Opened with O_NOFOLLOW below the root's descriptor: a symlink (or
+        anything not a directory) there is an error, never followed.
+        """
+        fd = self._subdir_fds.get(name)
+        if fd is not None:
+            return fd
+        root = self._root(create)
+        if root is None:
+            return None
+        where = os.path.join(self.root, name)
+        for attempt in (0, 1):
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=root)
+                break
+            except FileNotFoundError:
+                if not create or attempt:
+                    return None
+                try:
+                    os.mkdir(name, 0o755, dir_fd=root)
+                except FileExistsError:
+                    pass  # a concurrent builder made it
+                except OSError as exc:
+                    raise ObjectStoreError("cannot create %s: %s" % (where, exc.strerror))
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ObjectStoreError("%s is a symlink or not a directory; objects are never read or written through "
+                                           "a symlink inside the store: remove it (the store's fan-out directories must be "
+                                           "plain directories)" % where)
+                raise ObjectStoreError("cannot open %s: %s" % (where, exc.strerror))
+        self._subdir_fds[name] = fd
+        return fd
+
     def check_object(self, digest_hex):
         """'ok' if the object exists with the right content, 'missing', or 'corrupt'.
 
         Where the object has fs-verity the kernel's measurement is used; else its
-        digest is computed.
+        digest is computed. A symlink or special file in the object's place is
+        'corrupt' (it is never opened as the object).
         """
+        rel = object_relpath(digest_hex)
+        dfd = self._subdir(rel[:2])
+        if dfd is None:
+            return "missing"
         path = self.path_of(digest_hex)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(rel[3:], os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
         except FileNotFoundError:
             return "missing"
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
                 return "corrupt"
             raise ObjectStoreError("cannot open object %s: %s" % (path, exc.strerror))
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "corrupt"
             actual = _digest_of_fd(fd, path)
         except (OSError, ioctl.VerityError):
             return "corrupt"
@@ -134,20 +229,81 @@ class ObjectStore:
             os.close(fd)
         return "ok" if actual == digest_hex else "corrupt"
 
-    def _enable_verity(self, path):
-        """Give the closed temp file fs-verity per ``enable_verity``; returns whether it has it."""
+    def _enable_verity(self, fd, path):
+        """Give the staged copy (``fd``, read-only) fs-verity per ``enable_verity``; returns whether it has it."""
         if self.enable_verity is False or self.enable_verity == "false" or self._verity_unsupported:
             return False
         try:
-            ioctl.enable_path(path)
+            ioctl.enable(fd, path)
             return True
         except ioctl.VerityError as exc:
             if exc.unsupported and self.enable_verity == "auto":
                 self._verity_unsupported = True
                 return False
             raise ObjectStoreError("object store %s: %s" % (self.root, exc))
-        except OSError as exc:
-            raise ObjectStoreError("object store %s: cannot open %s: %s" % (self.root, path, exc.strerror))
+
+    # --- writers: a shared lock while staging; stale temporary files cleaned under an exclusive one ---
+
+    def lock_for_writing(self):
+        """Take the shared writer lock (held until :meth:`close`)."""
+        if self._locked is None:
+            fcntl.flock(self._root(create=True), fcntl.LOCK_SH)
+            self._locked = "shared"
+
+    def clean_stale_temp_files(self, grace=STALE_TEMP_GRACE, now=None):
+        """Remove ``.tmp-*`` files older than ``grace`` seconds, if no other writer is active.
+
+        Tries the exclusive lock without waiting: a build holding the shared lock
+        may own those files, so nothing is removed then (a later build will). Returns
+        the paths removed. Ends holding the shared writer lock.
+        """
+        root = self._root(create=True)
+        if self._locked is None:
+            try:
+                fcntl.flock(root, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                self.lock_for_writing()
+                return []
+            self._locked = "exclusive"
+        if self._locked != "exclusive":
+            return []
+        now = time.time() if now is None else now
+        removed = []
+        try:
+            for name in self._fanout_names():
+                dfd = self._subdir(name)
+                for entry in sorted(os.listdir(dfd)):
+                    if not entry.startswith(TEMP_PREFIX):
+                        continue
+                    try:
+                        st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+                        if now - st.st_mtime < grace:
+                            continue
+                        os.unlink(entry, dir_fd=dfd)
+                    except FileNotFoundError:
+                        continue
+                    removed.append(os.path.join(self.root, name, entry))
+                if removed and self.sync_dirs:
+                    os.fsync(dfd)
+        finally:
+            # Downgrade: other builds may stage alongside us from here on.
+            fcntl.flock(root, fcntl.LOCK_SH)
+            self._locked = "shared"
+        return removed
+
+    def _fanout_names(self):
+        root = self._root()
+        if root is None:
+            return []
+        names = []
+        for name in sorted(os.listdir(root)):
+            if len(name) == 2 and re.match(r"^[0-9a-f]{2}$", name):
+                st = os.stat(name, dir_fd=root, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    names.append(name)
+        return names
 
     def add_file(self, src, digest_hex, checked=False):
         """Store ``src`` as the object ``digest_hex``. Returns (added: bool, bytes_added: int).
@@ -158,6 +314,7 @@ class ObjectStore:
         """
         if not checked and self.check_object(digest_hex) == "ok":
             return False, 0
+        self.lock_for_writing()
         tmp, size = self._stage(src, digest_hex, fsync=True)
         self._publish(tmp, src, digest_hex)
         return True, size
@@ -169,6 +326,7 @@ class ObjectStore:
         (not an fsync each: one journal commit instead of hundreds), then given
         fs-verity, checked and renamed into place one by one.
         """
+        self.lock_for_writing()
         staged = []
         try:
             for src, digest_hex in pairs:
@@ -182,26 +340,22 @@ class ObjectStore:
                 nbytes += size
         finally:
             for (tmp, _size), _src, _digest in staged:
-                _unlink_quietly(tmp)
+                self._unlink_temp(tmp)
         return len(pairs), nbytes
 
     def _stage(self, src, digest_hex, fsync):
-        """Copy ``src`` to a temporary file beside its final name; returns (temp path, size)."""
-        subdir = os.path.dirname(self.path_of(digest_hex))
-        if subdir not in self._made_dirs:
-            try:
-                os.makedirs(subdir, 0o755, exist_ok=True)
-            except OSError as exc:
-                raise ObjectStoreError("cannot create %s: %s" % (subdir, exc.strerror))
-            self._made_dirs.add(subdir)
-        tmp = os.path.join(subdir, "%s%s.%d.%s" % (TEMP_PREFIX, digest_hex[2:14], os.getpid(), os.urandom(4).hex()))
+        """Copy ``src`` to a temporary file beside its final name; returns ((subdir name, temp name), size)."""
+        rel = object_relpath(digest_hex)
+        dfd = self._subdir(rel[:2], create=True)
+        name = "%s%s.%d.%s" % (TEMP_PREFIX, digest_hex[2:14], os.getpid(), os.urandom(4).hex())
+        tmp = (rel[:2], name)
         try:
-            src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            src_fd = open_regular(src, follow=False)
         except OSError as exc:
             raise ObjectStoreError("cannot read %s: %s" % (src, exc.strerror))
         try:
             size = os.fstat(src_fd).st_size
-            dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            dst_fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
             try:
                 _copy_into(src_fd, dst_fd, size)
                 os.fchmod(dst_fd, 0o644)
@@ -210,24 +364,20 @@ class ObjectStore:
             finally:
                 os.close(dst_fd)
         except OSError as exc:
-            _unlink_quietly(tmp)
+            self._unlink_temp(tmp)
             raise ObjectStoreError("cannot copy %s into the object store %s: %s" % (src, self.root, exc.strerror or exc))
         finally:
             os.close(src_fd)
         return tmp, size
 
-    def _sync_staged(self, paths):
+    def _sync_staged(self, temps):
         """Make the staged copies durable: syncfs() on the store's filesystem, else an fsync each."""
-        if not paths:
+        if not temps:
             return
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if _syncfs(fd):
-                return
-        finally:
-            os.close(fd)
-        for path in paths:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if _syncfs(self._root()):
+            return
+        for sub, name in temps:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._subdir(sub))
             try:
                 os.fsync(fd)
             finally:
@@ -236,11 +386,15 @@ class ObjectStore:
     def _publish(self, tmp, src, digest_hex):
         """fs-verity, the digest check, and the rename of a durable staged copy."""
         final = self.path_of(digest_hex)
+        sub, name = tmp
+        dfd = self._subdir(sub)
+        shown = os.path.join(self.root, sub, name)
         try:
-            self._enable_verity(tmp)
-            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dfd)
             try:
-                got = _digest_of_fd(fd, tmp)
+                # fs-verity and the check through one fd: what is checked is what was sealed.
+                self._enable_verity(fd, shown)
+                got = _digest_of_fd(fd, shown)
             finally:
                 os.close(fd)
             if got != digest_hex:
@@ -248,35 +402,28 @@ class ObjectStore:
             # rename() is atomic: readers see no object or a complete, verified one. A
             # concurrent builder's copy of the same object may be replaced by ours:
             # same bytes, also verified; a reader holding the old one keeps it.
-            os.rename(tmp, final)
+            os.rename(name, object_relpath(digest_hex)[3:], src_dir_fd=dfd, dst_dir_fd=dfd)
             tmp = None
-            subdir = os.path.dirname(final)
             if self.sync_dirs:
-                fsync_dir(subdir)
+                os.fsync(dfd)
             else:
-                self.pending_dirs.add(subdir)
+                self.pending_dirs.add(sub)
         except OSError as exc:
             raise ObjectStoreError("cannot publish object %s: %s" % (final, exc.strerror or exc))
         finally:
             if tmp:
-                _unlink_quietly(tmp)
+                self._unlink_temp(tmp)
 
     def sync_pending_dirs(self):
         """fsync the fan-out directories objects were linked into since the last call."""
-        for subdir in sorted(self.pending_dirs):
-            fsync_dir(subdir)
+        for sub in sorted(self.pending_dirs):
+            os.fsync(self._subdir(sub))
         self.pending_dirs.clear()
 
     def iter_objects(self):
         """Yield the digest of every object file in the store (temp files and strays are skipped)."""
-        try:
-            subdirs = sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return
-        for sub in subdirs:
-            if len(sub) != 2 or not re.match(r"^[0-9a-f]{2}$", sub):
-                continue
-            for name in sorted(os.listdir(os.path.join(self.root, sub))):
+        for sub in self._fanout_names():
+            for name in sorted(os.listdir(self._subdir(sub))):
                 digest = digest_of_relpath(sub + "/" + name)
                 if digest:
                     yield digest
@@ -284,15 +431,25 @@ class ObjectStore:
     def stale_temp_files(self):
         """Temp files left by interrupted writers (``.tmp-*`` in the fan-out directories)."""
         out = []
-        for sub in sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []:
-            d = os.path.join(self.root, sub)
-            if os.path.isdir(d):
-                out.extend(os.path.join(d, n) for n in sorted(os.listdir(d)) if n.startswith(TEMP_PREFIX))
+        for sub in self._fanout_names():
+            out.extend(os.path.join(self.root, sub, n) for n in sorted(os.listdir(self._subdir(sub))) if n.startswith(TEMP_PREFIX))
         return out
 
     def remove(self, digest_hex):
-        path = self.path_of(digest_hex)
-        _unlink_quietly(path)
+        rel = object_relpath(digest_hex)
+        dfd = self._subdir(rel[:2])
+        if dfd is not None:
+            try:
+                os.unlink(rel[3:], dir_fd=dfd)
+            except OSError:
+                pass
+
+    def _unlink_temp(self, tmp):
+        sub, name = tmp
+        try:
+            os.unlink(name, dir_fd=self._subdir(sub))
+        except (OSError, ObjectStoreError):
+            pass
 
 
 _LIBC = []
@@ -321,10 +478,3 @@ def _digest_of_fd(fd, path):
         alg, digest = ioctl.measure(fd, path)
         return digest.hex() if alg == "sha256" else None
     return file_digest(fd).hex()
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

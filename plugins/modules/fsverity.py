@@ -27,12 +27,14 @@ extends_documentation_fragment:
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
-  path:
+  paths:
     description:
-      - Files to measure or enable, or directories when O(recurse=true).
+      - Files to measure or enable, or directories when O(recurse=true). Absolute paths.
+      - The same name as M(composefs.fleet.verity_facts)' list of paths. Called O(path) in 0.1.0; that name remains an alias.
     type: list
     elements: path
     required: true
+    aliases: [path]
   recurse:
     description:
       - Take every regular file below each directory in O(path). Symlinks and special files below it are skipped.
@@ -40,7 +42,7 @@ options:
     default: false
   follow:
     description:
-      - Follow a symlink given in O(path). Without it a symlink is an error. Symlinks met while recursing are never followed.
+      - Follow a symlink given in O(paths). Without it a symlink is an error. Symlinks met while recursing are never followed.
     type: bool
     default: false
   state:
@@ -53,7 +55,11 @@ options:
   expected_digest:
     description:
       - The digest the file must have, as hex, optionally prefixed with C(sha256:) or C(sha512:).
-      - Needs O(path) to name exactly one file. On a mismatch the module fails, naming the file, and enables nothing.
+        A value that is not 64 (SHA-256) or 128 (SHA-512) hex digits is refused before any file is read.
+      - Needs O(paths) to name exactly one file. On a mismatch the module fails, naming the file, and enables nothing.
+      - The digest is checked again after enabling, through the same file descriptor, on the digest the kernel sealed.
+        If the file was rewritten between the check and the enable, the module fails naming both digests; the file
+        keeps fs-verity (it cannot be removed), with the other digest.
     type: str
   hash_algorithm:
     description:
@@ -79,7 +85,8 @@ options:
     default: false
   workers:
     description:
-      - How many worker processes hash files at once. Defaults to the number of CPUs.
+      - How many worker processes hash files at once. Defaults to the number of CPUs. V(0) and negative values are refused.
+      - Workers die with the module process.
     type: int
 notes:
   - Supports check mode. With O(state=enabled) it reports which files would be enabled, with their userspace digests.
@@ -87,6 +94,8 @@ notes:
   - Only ext4 (with the C(verity) feature, see C(tune2fs -O verity)), btrfs and f2fs implement fs-verity.
     On btrfs, the first file enabled sets a compat_ro flag on the filesystem, which older kernels refuse to mount read-write.
   - Opening a file for writing while fs-verity is enabled on it fails with C(ETXTBSY); the module says so.
+  - Each file is opened once, without following a symlink and without blocking (a FIFO or device is refused),
+    and enabled and measured through that one descriptor.
 seealso:
   - name: fs-verity in the kernel documentation
     description: How the digest is defined and what the kernel enforces.
@@ -96,26 +105,26 @@ seealso:
 EXAMPLES = r"""
 - name: Measure the digests of two files (never changes anything)
   composefs.fleet.fsverity:
-    path:
+    paths:
       - /srv/images/app.cfs
       - /srv/images/base.cfs
   register: measured
 
 - name: Enable fs-verity on every object of a composefs store
   composefs.fleet.fsverity:
-    path: /var/lib/composefs/objects
+    paths: /var/lib/composefs/objects
     recurse: true
     state: enabled
 
 - name: Enable fs-verity on an image, but only if it is the image we expect
   composefs.fleet.fsverity:
-    path: /srv/images/app.cfs
+    paths: /srv/images/app.cfs
     state: enabled
     expected_digest: "sha256:85d600d462f5c3738b55c3ebf570c31263353dc6aa35448c6a8f9aa519429c8a"
 
 - name: Digests on any filesystem, with fs-verity where the filesystem has it
   composefs.fleet.fsverity:
-    path: /data/blob
+    paths: /data/blob
     state: enabled
     allow_unsupported: true
 """
@@ -144,7 +153,7 @@ files:
       type: bool
       sample: false
 digest:
-  description: The digest, when O(path) resolved to exactly one file.
+  description: The digest, when O(paths) resolved to exactly one file.
   returned: when exactly one file was processed
   type: str
   sample: 85d600d462f5c3738b55c3ebf570c31263353dc6aa35448c6a8f9aa519429c8a
@@ -156,6 +165,8 @@ hash_algorithm:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, check_workers, require_absolute
 
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import FsverityParamsError
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.files import (
@@ -169,7 +180,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.files imp
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="list", elements="path", required=True),
+            paths=dict(type="list", elements="path", required=True, aliases=["path"]),
             recurse=dict(type="bool", default=False),
             follow=dict(type="bool", default=False),
             state=dict(type="str", choices=["measured", "enabled"], default="measured"),
@@ -184,19 +195,25 @@ def main():
     )
     p = module.params
     try:
+        check_workers(p["workers"])
+        for path in p["paths"]:
+            require_absolute(path, "paths")
+    except ParameterError as exc:
+        module.fail_json(msg=str(exc))
+    try:
         salt = bytes.fromhex(p["salt"]) if p["salt"] else b""
     except ValueError:
         module.fail_json(msg="salt %r is not hex" % p["salt"])
     try:
         run = FsverityRun(p["hash_algorithm"], p["block_size"], salt, p["workers"])
-        files = collect_files(p["path"], p["recurse"], p["follow"])
         expected = {}
-        if p["expected_digest"]:
-            alg, hexdigest = normalize_digest(p["expected_digest"])
+        alg, hexdigest = normalize_digest(p["expected_digest"], p["hash_algorithm"])
+        files = collect_files(p["paths"], p["recurse"], p["follow"])
+        if hexdigest:
             if alg and alg != p["hash_algorithm"]:
                 module.fail_json(msg="expected_digest is a %s digest but hash_algorithm is %s" % (alg, p["hash_algorithm"]))
             if len(files) != 1:
-                module.fail_json(msg="expected_digest needs path to name exactly one file; it resolved to %d" % len(files))
+                module.fail_json(msg="expected_digest needs paths to name exactly one file; it resolved to %d" % len(files))
             expected[files[0]] = hexdigest
         results = run.run(files, p["state"], expected, module.check_mode, p["allow_unsupported"])
     except (FsverityFilesError, FsverityParamsError) as exc:

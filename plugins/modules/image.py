@@ -25,6 +25,17 @@ description:
     C(copy_file_range), else a plain copy) under a temporary name, fsynced, given fs-verity where possible, checked,
     and renamed into place, so concurrent builds into one store are safe and no reader ever sees a partial object.
   - O(dest) is written atomically (temporary file, fsync, rename). On failure there is no new O(dest).
+  - Every destination is checked before anything is written. The temporary file of O(dest) is created first, so a
+    missing, read-only or immutable directory fails the task before the object store is touched. If writing fails
+    after objects were added to the store, the task fails with C(changed=true) and RV(objects) says what was added.
+  - Paths must be absolute. A FIFO, device or symlink at O(dest), or a FIFO or device at O(src_dumpfile), is refused
+    (never opened for a blocking read).
+  - Symlinks inside O(digest_store) are never followed: a fan-out directory that is a symlink fails the task.
+    Temporary files a killed build left in the store (C(.tmp-*), older than 15 minutes) are removed by the next build,
+    when no other build is writing to the store (a shared C(flock) on the store directory marks writers).
+  - With O(src_dumpfile), a file whose payload is not C(XX/<digest>) of its own digest is kept as C(mkcomposefs) keeps
+    it (the image stays byte-identical) and the module warns: the object store cannot vouch for what such a file reads,
+    and M(composefs.fleet.mount) with a digest pin refuses the image.
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
@@ -93,10 +104,13 @@ options:
     type: str
     choices: [auto, 'true', 'false']
     default: auto
-  threads:
+  workers:
     description:
-      - How many worker processes hash and copy files. Defaults to the number of CPUs.
+      - How many worker processes hash and copy files. Defaults to the number of CPUs. V(0) and negative values are refused.
+      - Workers die with the module process (a C(kill -9) of the module leaves none running).
+      - Called O(threads) in 0.1.0; that name remains an alias.
     type: int
+    aliases: [threads]
 extends_documentation_fragment:
   - composefs.fleet.attributes
   - ansible.builtin.files
@@ -180,10 +194,15 @@ objects:
       description: Objects the store lacks that no source provides (dumpfile input).
       type: int
       sample: 0
+    stale_removed:
+      description: Temporary files of killed builds removed from O(digest_store) (older than 15 minutes).
+      type: int
+      sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, check_workers, require_absolute
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.build import ImageBuildError, build
 
 
@@ -202,7 +221,7 @@ def main():
             max_version=dict(type="int", default=1, choices=[0, 1]),
             hardlinks=dict(type="bool", default=False),
             enable_verity=dict(type="str", default="auto", choices=["auto", "true", "false"]),
-            threads=dict(type="int"),
+            workers=dict(type="int", aliases=["threads"]),
         ),
         required_one_of=[("src", "src_dumpfile")],
         mutually_exclusive=[("src", "src_dumpfile"), ("skip_xattrs", "user_xattrs")],
@@ -210,18 +229,22 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["threads"] is not None and p["threads"] < 1:
-        module.fail_json(msg="threads must be at least 1")
+    try:
+        check_workers(p["workers"])
+        for option in ("src", "src_dumpfile", "dest", "digest_store"):
+            require_absolute(p[option], option)
+    except ParameterError as exc:
+        module.fail_json(msg=str(exc))
     try:
         result = build(
             src=p["src"], src_dumpfile=p["src_dumpfile"], dest=p["dest"], digest_store=p["digest_store"],
             use_epoch=p["use_epoch"], skip_xattrs=p["skip_xattrs"], user_xattrs=p["user_xattrs"],
             skip_devices=p["skip_devices"], min_version=p["min_version"], max_version=p["max_version"],
-            hardlinks=p["hardlinks"], enable_verity=p["enable_verity"], threads=p["threads"],
+            hardlinks=p["hardlinks"], enable_verity=p["enable_verity"], workers=p["workers"],
             check_mode=module.check_mode,
         )
     except ImageBuildError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **(exc.result or {}))
     for warning in result.pop("warnings"):
         module.warn(warning)
     before, after = result.pop("before", None), result.pop("after", None)

@@ -34,6 +34,7 @@ options:
       - Paths to report on. Paths that do not exist are left out of RV(ansible_facts.composefs.paths) and listed in
         RV(ansible_facts.composefs.missing_paths).
       - The default covers the composefs object store, containers-storage, the ostree repository and the root filesystem.
+      - Absolute paths; a relative path is refused (the module runs on the managed node).
     type: list
     elements: path
     default: [/var/lib/composefs, /var/lib/containers/storage, /sysroot/ostree/repo, /]
@@ -301,6 +302,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, require_absolute
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import CHECK_MODE_NOTE, DEFAULT_PATHS, gather
 
 
@@ -312,6 +314,11 @@ def main():
         ),
         supports_check_mode=True,
     )
+    try:
+        for path in module.params["paths"]:
+            require_absolute(path, "paths")
+    except ParameterError as exc:
+        module.fail_json(msg=str(exc))
     probe = module.params["probe"]
     if probe and module.check_mode:
         module.warn(CHECK_MODE_NOTE)

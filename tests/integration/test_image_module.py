@@ -40,7 +40,7 @@ def test_directory_image_and_store_equal_mkcomposefs(tree, tmp_path):
     assert first["changed"] and first["digest"] == want, first
     assert dest.read_bytes() == (tmp_path / "oracle.cfs").read_bytes()
     assert oct(dest.stat().st_mode & 0o777) == "0o600"
-    assert first["objects"] == {"count": 2, "added": 2, "bytes_added": 300000 + 65, "missing": 0}
+    assert first["objects"] == {"count": 2, "added": 2, "bytes_added": 300000 + 65, "missing": 0, "stale_removed": 0}
     assert first["inlined"] == 1
     ours = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
     theirs = sorted(p.relative_to(tmp_path / "ostore").as_posix() for p in (tmp_path / "ostore").rglob("*") if p.is_file())
@@ -144,7 +144,7 @@ _BUILDER = """
 import sys
 sys.path.insert(0, sys.argv[4])
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs import build
-print(build.build(src=sys.argv[1], dest=sys.argv[2], digest_store=sys.argv[3], threads=2)["digest"])
+print(build.build(src=sys.argv[1], dest=sys.argv[2], digest_store=sys.argv[3], workers=2)["digest"])
 """
 
 

@@ -30,9 +30,12 @@ __metaclass__ = type
 
 import gzip
 import io
+from binascii import unhexlify
 import os
 import re
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -49,6 +52,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree imp
     XATTR_NAME_MAX,
     XATTR_SPACE_MAX_EXTERNAL,
     XATTR_VALUE_MAX,
+    LinkResolver,
     Node,
     Tree,
     paused_gc,
@@ -166,6 +170,14 @@ def _strtoull(text, base):
     return (-value) & _U64 if negative else value
 
 
+def _octal(text):
+    """``int(text, 8)`` of ASCII digits, or None when an 8 or 9 makes it invalid (as _strtoull)."""
+    try:
+        return int(text, 8)
+    except ValueError:
+        return None
+
+
 def _cstr(data):
     """What C sees of a decoded field: everything before the first NUL."""
     nul = data.find(b"\0")
@@ -271,7 +283,9 @@ class _Parser:
             if len(parts) < 11:
                 parts.extend([b""] * (11 - len(parts)))
 
-        path = _cstr(self.field(parts, 0, lineno))
+        path = parts[0]
+        if b"\\" in path:
+            path = _cstr(self.field(parts, 0, lineno))
         if not path:
             raise self.fail(lineno, "Invalid empty path")
 
@@ -279,7 +293,7 @@ class _Parser:
         is_hardlink = mode_text[:1] == b"@"
         if is_hardlink:
             mode_text = mode_text[1:]
-        mode = _strtoull(mode_text, 8)
+        mode = _strtoull(mode_text, 8) if not mode_text.isdigit() or len(mode_text) > 21 else _octal(mode_text)
         if mode is None:
             raise self.fail(lineno, "Invalid integer %s in MODE field" % _show(mode_text), path)
         mode &= _U32
@@ -306,33 +320,57 @@ class _Parser:
         if ftype == S_IFDIR:
             node.children = {}
 
-        size = self.number(parts, 1, 10, lineno)
-        nlink = self.number(parts, 3, 10, lineno)
-        uid = self.number(parts, 4, 10, lineno)
-        # mkcomposefs 1.0.8 reports a bad GID or RDEV only when UID is 0 (it
-        # tests the wrong variable); otherwise the field silently reads as 0.
-        gid = _strtoull(parts[5], 10)
-        if gid is None:
-            if uid == 0:
-                self.number(parts, 5, 10, lineno)
-            gid = 0
-        rdev = _strtoull(parts[6], 10)
-        if rdev is None:
-            if uid == 0:
-                self.number(parts, 6, 10, lineno)
-            rdev = 0
+        size_text, nlink_text, uid_text, gid_text, rdev_text = parts[1], parts[3], parts[4], parts[5], parts[6]
         sec_text, dot, nsec_text = parts[7].partition(b".")
-        mtime_sec = _strtoull(sec_text, 10)
-        mtime_nsec = _strtoull(nsec_text, 10) if mtime_sec is not None else None
-        if mtime_nsec is None:
-            bad = sec_text if mtime_sec is None else nsec_text
-            raise self.fail(lineno, "Invalid integer %s in MTIME field" % _show(bad), path)
+        if (size_text.isdigit() and nlink_text.isdigit() and uid_text.isdigit() and gid_text.isdigit()
+                and rdev_text.isdigit() and sec_text.isdigit() and nsec_text.isdigit()):
+            # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
+            size, nlink, uid, gid, rdev = int(size_text), int(nlink_text), int(uid_text), int(gid_text), int(rdev_text)
+            mtime_sec, mtime_nsec = int(sec_text), int(nsec_text)
+            if (size > _U64 or nlink > _U64 or uid > _U64 or gid > _U64 or rdev > _U64 or mtime_sec > _U64
+                    or mtime_nsec > _U64):
+                size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
+                    min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
+        else:
+            size = self.number(parts, 1, 10, lineno)
+            nlink = self.number(parts, 3, 10, lineno)
+            uid = self.number(parts, 4, 10, lineno)
+            # mkcomposefs 1.0.8 reports a bad GID or RDEV only when UID is 0 (it
+            # tests the wrong variable); otherwise the field silently reads as 0.
+            gid = _strtoull(gid_text, 10)
+            if gid is None:
+                if uid == 0:
+                    self.number(parts, 5, 10, lineno)
+                gid = 0
+            rdev = _strtoull(rdev_text, 10)
+            if rdev is None:
+                if uid == 0:
+                    self.number(parts, 6, 10, lineno)
+                rdev = 0
+            mtime_sec = _strtoull(sec_text, 10)
+            mtime_nsec = _strtoull(nsec_text, 10) if mtime_sec is not None else None
+            if mtime_nsec is None:
+                bad = sec_text if mtime_sec is None else nsec_text
+                raise self.fail(lineno, "Invalid integer %s in MTIME field" % _show(bad), path)
 
-        payload = self.field(parts, 8, lineno, optional=True)
-        content = self.field(parts, 9, lineno, optional=True)
-        if content is not None and len(content) != size:
-            raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
-        digest = self.field(parts, 10, lineno, optional=True)
+        payload = parts[8]
+        if payload == b"-":
+            payload = None
+        elif b"\\" in payload:
+            payload = _cstr(self.field(parts, 8, lineno))
+        content = parts[9]
+        if content == b"-":
+            content = None
+        else:
+            if b"\\" in content:
+                content = self.field(parts, 9, lineno)
+            if len(content) != size:
+                raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
+        digest = parts[10]
+        if digest == b"-":
+            digest = None
+        elif b"\\" in digest:
+            digest = self.field(parts, 10, lineno)
 
         if ftype != S_IFLNK:
             node.size = size
@@ -347,8 +385,6 @@ class _Parser:
         node.mtime_sec = mtime_sec - (1 << 64) if mtime_sec >> 63 else mtime_sec
         node.mtime_nsec = mtime_nsec & _U32
 
-        if payload is not None:
-            payload = _cstr(payload)
         if ftype == S_IFLNK:
             if not payload:
                 raise self.fail(lineno, "Invalid symlink: no target", path)
@@ -380,7 +416,7 @@ class _Parser:
                 # Like libcomposefs, only the first 64 hex digits count.
                 if not _HEX_DIGEST_RE.match(digest):
                     raise self.fail(lineno, "Invalid digest %s: not 64 hex digits" % _show(digest), path)
-                node.digest = bytes.fromhex(digest[:64].decode("ascii"))
+                node.digest = unhexlify(digest[:64])
 
         if len(rest) > MAX_XATTRS_TEXT:
             raise self.fail(lineno, "Too many xattrs", path)
@@ -440,15 +476,17 @@ class _Parser:
             if target is node:
                 raise self.fail(lineno, "Self-referential hardlink %s" % _show(target_path), node.path)
             node.link_to = target
+        links = LinkResolver()
         for node, target_path, lineno in self.fixups:
-            final = node.resolve()
+            final = links.resolve(node)
             if final.children is not None:
                 raise self.fail(lineno, "Hardlink target %s is a directory" % _show(target_path), node.path)
         return Tree(root)
 
 
 def _show(data):
-    return data.decode("utf-8", "backslashreplace")
+    """Input bytes for a message: printable and at most a short excerpt (common.text)."""
+    return excerpt(data, 256)
 
 
 def _read_source(src):
@@ -456,9 +494,13 @@ def _read_source(src):
         return bytes(src)
     if isinstance(src, str) or hasattr(src, "__fspath__"):
         path = os.fspath(src)
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rb") as handle:
-            return handle.read()
+        # Non-blocking open and fstat: a FIFO or device is refused, never waited on.
+        raw = os.fdopen(open_regular(path, what="dumpfile"), "rb")
+        with (gzip.GzipFile(fileobj=raw) if str(path).endswith(".gz") else raw) as handle:
+            try:
+                return handle.read()
+            finally:
+                raw.close()
     data = src.read()
     if isinstance(data, str):
         raise TypeError("dumpfiles are read from binary file objects")
@@ -489,12 +531,10 @@ def parse(src, strict=False):
 # --- writing ----------------------------------------------------------------------
 
 
-def _node_line(path, node):
+def _node_line(path, node, links):
     target = node.link_to
     if target is not None:
-        shown = target
-        while shown.link_to is not None:
-            shown = shown.link_to
+        shown = links.resolve(node)
         fields = [escape(path), b"%d" % shown.size, b"@%o" % shown.mode]
         payload = target.path
     else:
@@ -522,7 +562,8 @@ def write(tree, out=None):
     Files come depth-first with children in byte order, the root first, one
     line each, newline-terminated.
     """
-    lines = [_node_line(path, node) for path, node in tree.walk()]
+    links = LinkResolver()
+    lines = [_node_line(path, node, links) for path, node in tree.walk()]
     lines.append(b"")
     data = b"\n".join(lines)
     if out is None:

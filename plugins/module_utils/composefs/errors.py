@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
+
 
 class ComposefsError(Exception):
     """A composefs input or tree was rejected.
@@ -28,10 +30,8 @@ class ComposefsError(Exception):
         if self.lineno is not None:
             parts.append("line %d" % self.lineno)
         if self.path is not None:
-            path = self.path
-            if isinstance(path, bytes):
-                path = path.decode("utf-8", "backslashreplace")
-            parts.append(path)
+            # A hostile dumpfile's "path" may be a megabyte of garbage: quote a short excerpt.
+            parts.append(excerpt(self.path, 256))
         parts.append(self.problem)
         return ": ".join(parts)
 

@@ -30,9 +30,11 @@ __metaclass__ = type
 import contextlib
 import errno
 import gc
+import operator
 import os
 import stat
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 
 S_IFMT = 0o170000
@@ -283,10 +285,50 @@ class Node:
         return "<Node %s mode=%o>" % (_show(self.path), self.mode)
 
 
+class LinkResolver:
+    """Final targets of hardlinks, each chain walked once.
+
+    :meth:`Node.resolve` walks a chain from its start, so resolving every link of
+    a chain of n links that way takes n**2 / 2 steps (8000 links: seconds). This
+    remembers the final target of every node it passes, so resolving all the
+    links of a tree is linear in their number, however the chains are shaped.
+    """
+
+    def __init__(self):
+        self._final = {}  # hardlink node -> final node (nodes hash by identity)
+
+    def resolve(self, node):
+        """The node ``node`` finally points to (itself for a non-link); raises ComposefsError on a loop."""
+        target = node.link_to
+        if target is None:
+            return node
+        if target.link_to is None:
+            return target  # the common case: a link straight to a file
+        final = self._final
+        known = final.get(node)
+        if known is not None:
+            return known
+        chain = []
+        on_chain = set()
+        current = node
+        while current.link_to is not None:
+            known = final.get(current)
+            if known is not None:
+                current = known
+                break
+            if current in on_chain:
+                raise ComposefsError("hardlink loop", node.lineno, node.path)
+            on_chain.add(current)
+            chain.append(current)
+            current = current.link_to
+        for link in chain:
+            final[link] = current
+        return current
+
+
 def _show(name):
-    if isinstance(name, bytes):
-        return name.decode("utf-8", "backslashreplace")
-    return str(name)
+    """A name for a message: printable and at most a short excerpt (common.text)."""
+    return excerpt(name, 256)
 
 
 class Tree:
@@ -385,10 +427,13 @@ class Tree:
 
     def validate(self):
         """Check every node as the image writer would; raises ComposefsError."""
+        links = LinkResolver()
         for _path, node in self.walk():
+            if node.link_to is not None:
+                if links.resolve(node).is_dir():
+                    raise ComposefsError("Hardlink to a directory", node.lineno, node.path)
+                continue
             node.validate()
-            if node.link_to is not None and node.resolve().is_dir():
-                raise ComposefsError("Hardlink to a directory", node.lineno, node.path)
 
     def to_dumpfile(self, out=None):
         """Write composefs-dump(5) text; returns bytes when ``out`` is None."""
@@ -400,6 +445,9 @@ class Tree:
         for _item in self.walk():
             count += 1
         return count
+
+
+_entry_name = operator.attrgetter("name")
 
 
 class _DirectoryWalker:
@@ -482,7 +530,8 @@ class _DirectoryWalker:
                 raise exc.with_context(path=os.fsencode(fspath))
 
     def walk(self, top):
-        top = os.fspath(top)
+        # Bytes paths throughout: names come back as bytes, nothing is encoded per file.
+        top = os.fsencode(top)
         try:
             st = os.lstat(top)
         except OSError as exc:
@@ -497,10 +546,11 @@ class _DirectoryWalker:
                 entries = list(os.scandir(dirpath))
             except OSError as exc:
                 raise self._fail(dirpath, exc)
-            entries.sort(key=lambda e: os.fsencode(e.name))
+            entries.sort(key=_entry_name)
             subdirs = []
+            children = dirnode.children
             for entry in entries:
-                name = os.fsencode(entry.name)
+                name = entry.name
                 fspath = entry.path
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -520,7 +570,11 @@ class _DirectoryWalker:
                 node = self._load(fspath, st)
                 if self.hardlinks and t != S_IFDIR and st.st_nlink > 1:
                     self.inodes[(st.st_dev, st.st_ino)] = node
-                self._add(dirnode, name, node, fspath)
+                # What add_child() checks holds for the names of one directory read
+                # by scandir(): unique, no "/" or NUL, not "." or "..", at most 255 bytes.
+                children[name] = node
+                node.parent = dirnode
+                node.name = name
                 if t == S_IFDIR:
                     subdirs.append((fspath, node))
             # Descend in byte order: pop the first subdirectory first.
@@ -537,10 +591,17 @@ class _DirectoryWalker:
 
     def collect_digests(self):
         """Give every file found its digest and payload from the digest pool."""
-        nodes = dict(self.to_digest)
-        for fspath, result in self.digest_pool.results():
+        # The pool answers in the order the paths were added: the order of to_digest.
+        found = self.to_digest
+        count = 0
+        for (fspath, result), (added, node) in zip(self.digest_pool.results(), found):
+            if fspath is not added and fspath != added:
+                raise AssertionError("digest pool answered out of order")
             if isinstance(result, Exception):
                 raise self._fail(fspath, result)
-            node = nodes[fspath]
             node.digest = result
-            node.payload = digest_to_payload(result)
+            hexed = result.hex()
+            node.payload = (hexed[:2] + "/" + hexed[2:]).encode("ascii")  # digest_to_payload()
+            count += 1
+        if count != len(found):
+            raise AssertionError("digest pool answered %d of %d files" % (count, len(found)))

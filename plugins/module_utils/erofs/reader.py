@@ -65,6 +65,8 @@ import os
 import re
 import struct
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import read_regular
+from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape as _escape
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
@@ -145,7 +147,8 @@ def _fail(problem, path=None):
 
 
 def _show(data):
-    return data.decode("utf-8", "backslashreplace")
+    """Input bytes for a message: printable and at most a short excerpt (common.text)."""
+    return excerpt(data, 256)
 
 
 # --- input --------------------------------------------------------------------------
@@ -158,8 +161,8 @@ def _read_bytes(src):
         return bytes(src)
     if isinstance(src, str) or hasattr(src, "__fspath__"):
         try:
-            with open(src, "rb") as handle:
-                return handle.read()
+            # Non-blocking open and fstat: a FIFO or device is refused, never waited on.
+            return read_regular(src, what="image")
         except OSError as exc:
             raise _fail("Can't read image %s: %s" % (os.fsdecode(os.fspath(src)), exc.strerror or exc))
     data = src.read()

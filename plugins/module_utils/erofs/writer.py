@@ -39,6 +39,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from operator import itemgetter
+
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -54,6 +56,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree imp
     XATTR_NAME_MAX,
     XATTR_SPACE_MAX_EXTERNAL,
     XATTR_VALUE_MAX,
+    LinkResolver,
     paused_gc,
 )
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import format as fmt
@@ -107,14 +110,6 @@ class _Inode:
 
 
 _U64 = (1 << 64) - 1  # size_t
-
-
-def _growing(items):
-    """Iterate over a list that the loop body appends to (a breadth-first queue)."""
-    i = 0
-    while i < len(items):
-        yield items[i]
-        i += 1
 
 
 def _error(ino, problem):
@@ -194,11 +189,10 @@ def _prepare(tree, min_version, max_version):
     # Copy every inode; each directory gets its entries, "." and ".." included,
     # in byte order. Hardlink entries still hold tree nodes until resolved below.
     root = _copy(root_node, b"/", None)
-    copies = {id(root_node): root}
     has_whiteout = False
     with_links = []
     todo = [root]
-    for ino in _growing(todo):
+    for ino in todo:  # a list iterator sees what the loop appends: breadth-first
         t = ino.mode & _S_IFMT
         if t == S_IFCHR and ino.rdev == 0:
             has_whiteout = True
@@ -218,7 +212,6 @@ def _prepare(tree, min_version, max_version):
                     links = True
                 else:
                     cino = _copy(child, prefix + name, ino)
-                    copies[id(child)] = cino
                     entries.append((name, cino, True))
                     todo.append(cino)
             entries.sort(key=_entry_name)
@@ -229,13 +222,15 @@ def _prepare(tree, min_version, max_version):
     if version < 1 and max_version >= 1 and has_whiteout:
         version = 1
 
-    # Hardlinks point at the final target's inode.
+    # Hardlinks point at the final target's inode (chains resolved in linear time).
+    links = LinkResolver()
+    copies = dict((ino.node, ino) for ino in todo) if with_links else None  # nodes hash by identity
     for ino in with_links:
         entries = ino.entries
         for i, (name, target, _real) in enumerate(entries):
             if not isinstance(target, _Inode):
-                final = target.resolve()
-                tino = copies.get(id(final))
+                final = links.resolve(target)
+                tino = copies.get(final)
                 if tino is None:
                     raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
                 if (tino.mode & _S_IFMT) == S_IFDIR:
@@ -262,7 +257,7 @@ def _prepare(tree, min_version, max_version):
     # Breadth-first numbering; directory nlink is 2 + subdirectories.
     order = [root]
     index = 0
-    for ino in _growing(order):
+    for ino in order:  # grows as the loop goes: breadth-first
         ino.index = index
         index += 1
         entries = ino.entries
@@ -277,8 +272,7 @@ def _prepare(tree, min_version, max_version):
     return order, version
 
 
-def _entry_name(entry):
-    return entry[0]
+_entry_name = itemgetter(0)
 
 
 def _check(ino):
@@ -302,7 +296,12 @@ def _add_overlay_xattrs(ino, version):
     """add_overlayfs_xattrs(): escape, metacopy/redirect, whiteout escaping."""
     xattrs = ino.xattrs
     if xattrs:
-        if any(k.startswith(XATTR_OVERLAY_PREFIX) for k in xattrs):
+        for k in xattrs:  # (a plain loop: most inodes have one or two xattrs)
+            if k.startswith(XATTR_OVERLAY_PREFIX):
+                break
+        else:
+            k = None
+        if k is not None:
             # Renaming keeps libcomposefs's space count (it does not recount renames);
             # like any first change, it starts from 0 on the clone.
             plen = len(XATTR_OVERLAY_PREFIX)
@@ -318,9 +317,28 @@ def _add_overlay_xattrs(ino, version):
             value = bytes((0, 4 + len(ino.digest), 0, FS_VERITY_HASH_ALG_SHA256)) + ino.digest
         else:
             value = b""
-        _set_xattr(ino, XATTR_METACOPY, value)
-        if ino.payload:
-            _set_xattr(ino, XATTR_REDIRECT, b"/" + ino.payload)
+        redirect = b"/" + ino.payload if ino.payload else None
+        xattrs = ino.xattrs
+        # What _set_xattr does, in one step for the common case: new names (the escaping
+        # above renamed any trusted.overlay.* the file had), values within the limits,
+        # and room for both in the xattr space. Anything else goes through _set_xattr.
+        space = 0 if ino.xattr_space is None else ino.xattr_space
+        need = XATTR_ENTRY_OVERHEAD + len(XATTR_METACOPY) + len(value) + (0 if xattrs else XATTR_HEADER_SIZE)
+        if redirect is not None:
+            need += XATTR_ENTRY_OVERHEAD + len(XATTR_REDIRECT) + len(redirect)
+        if (space + need <= XATTR_SPACE_MAX_EXTERNAL and len(value) <= XATTR_VALUE_MAX
+                and (redirect is None or len(redirect) <= XATTR_VALUE_MAX)
+                and XATTR_METACOPY not in xattrs and XATTR_REDIRECT not in xattrs):
+            if ino.xattr_space is None:
+                xattrs = ino.xattrs = dict(xattrs)  # copy on write, as _set_xattr
+            xattrs[XATTR_METACOPY] = value
+            if redirect is not None:
+                xattrs[XATTR_REDIRECT] = redirect
+            ino.xattr_space = space + need
+        else:
+            _set_xattr(ino, XATTR_METACOPY, value)
+            if redirect is not None:
+                _set_xattr(ino, XATTR_REDIRECT, redirect)
     if t == S_IFCHR and ino.rdev == 0:
         parent = ino.parent
         ino.size = 0
@@ -419,6 +437,9 @@ def _compute_shared_xattrs(order):
         offset += len(entry)
     limit = fmt.EROFS_XATTR_LONG_PREFIX
     empty = []
+    infos = {}  # key -> _key_info(key), without the function call per xattr
+    pack_entry = fmt.XATTR_ENTRY.pack
+    offsets_get = offsets.get
     for ino in order:
         items = ino.shared
         if not items:
@@ -429,23 +450,31 @@ def _compute_shared_xattrs(order):
         ino_shared = []
         unshared = []
         name_filter = 0
+        size = XATTR_HEADER_SIZE
         for item in items:
-            off = offsets.get(item)
+            key = item[0]
+            info = infos.get(key)
+            if info is None:
+                info = infos[key] = _key_info(key)
+            off = offsets_get(item)
             if off is not None and len(ino_shared) < limit:
                 ino_shared.append(off)
+                size += 4
             else:
-                unshared.append(_xattr_entry(item[0], item[1]))
-            name_filter |= _key_info(item[0])[2]
+                # _xattr_entry(), inline
+                value = item[1]
+                suffix = info[1]
+                raw = pack_entry(len(suffix), info[0], len(value)) + suffix + value
+                pad = -len(raw) & 3
+                if pad:
+                    raw += _ZEROS[:pad]
+                unshared.append(raw)
+                size += len(raw)
+            name_filter |= info[2]
         ino.shared = ino_shared
         ino.unshared = unshared
         ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
-        if ino_shared or unshared:
-            size = XATTR_HEADER_SIZE + 4 * len(ino_shared)
-            for entry in unshared:
-                size += len(entry)
-            ino.xattr_size = (size + 3) & ~3
-        else:
-            ino.xattr_size = 0
+        ino.xattr_size = (size + 3) & ~3
     return b"".join(table)
 
 

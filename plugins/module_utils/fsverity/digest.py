@@ -20,10 +20,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import hashlib
 import itertools
 import os
+import stat
 import struct
+
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
+from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool
 
 # Kernel FS_VERITY_HASH_ALG_* numbers and digest sizes.
 HASH_ALGORITHMS = {"sha256": (1, 32, 64), "sha512": (2, 64, 128)}  # name: (number, digest size, hash block size)
@@ -196,6 +201,13 @@ def data_digest(data, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, sa
     return hasher.digest()
 
 
+_DESCRIPTOR = struct.Struct("<BBBBIQ64s32s144x")
+
+
+def _descriptor_digest(new, number, block_size, size, root, salt=b""):
+    return new(_DESCRIPTOR.pack(1, number, block_size.bit_length() - 1, len(salt), 0, size, root, salt)).digest()
+
+
 def _small_digest(data, hash_algorithm, block_size, salt):
     """Digest of a file of at most one block: its root hash is the hash of that one padded block."""
     number, digest_size, _hb = HASH_ALGORITHMS[hash_algorithm]
@@ -206,8 +218,125 @@ def _small_digest(data, hash_algorithm, block_size, salt):
         root = b"\0" * digest_size
     else:
         root = new(data + b"\0" * (block_size - len(data))).digest()
-    descriptor = struct.pack("<BBBBIQ64s32s144s", 1, number, block_size.bit_length() - 1, 0, 0, len(data), root, b"", b"")
-    return new(descriptor).digest()
+    return _descriptor_digest(new, number, block_size, len(data), root)
+
+
+def _buffer_root(view, nbytes, block_size, digest_size, new):
+    """Merkle root of the ``nbytes`` (> 0) bytes at the start of ``view``, unsalted.
+
+    ``view`` must hold zeros from ``nbytes`` up to the next block boundary: every
+    block, the last one too, is hashed straight out of it. Each level's hashes are
+    packed into zero-padded blocks and hashed again until one hash is left.
+    """
+    end = nbytes + (-nbytes % block_size)
+    level = b"".join([new(view[i:i + block_size]).digest() for i in range(0, end, block_size)])
+    while len(level) > digest_size:
+        pad = -len(level) % block_size
+        if pad:
+            level += bytes(pad)
+        lview = memoryview(level)
+        level = b"".join([new(lview[i:i + block_size]).digest() for i in range(0, len(level), block_size)])
+    return level
+
+
+class _FileReader:
+    """Digests of whole files for one process, reading every file into one reused buffer.
+
+    Most files of a tree are small: what counts is the syscalls and the Python work
+    per file. A file is opened (never following a final symlink, never blocking on a
+    FIFO), read with one ``pread`` when it fits in a block (no ``fstat``: a short read
+    is the whole file), else checked to be a regular file and read whole into the
+    buffer when it fits (up to ``_READ_SIZE``), so that its Merkle tree is hashed
+    straight out of the buffer; larger files stream through :class:`FsverityHasher`.
+    """
+
+    def __init__(self, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b""):
+        salt = bytes(salt or b"")
+        check_params(hash_algorithm, block_size, salt)
+        self.params = (hash_algorithm, block_size, salt)
+        self._number, self._digest_size, _hb = HASH_ALGORITHMS[hash_algorithm]
+        self._new = getattr(hashlib, hash_algorithm)
+        self._block_size = block_size
+        self._buffer = None
+        self._flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+
+    def digest_path(self, path):
+        fd = os.open(path, self._flags)
+        try:
+            return self.digest_fd(fd)
+        finally:
+            os.close(fd)
+
+    def digest_paths(self, paths):
+        """``[digest or OSError]`` for ``paths``: :meth:`digest_path` with the one-block case inlined."""
+        out = []
+        append = out.append
+        if self.params[2]:  # salted: the general path
+            for path in paths:
+                try:
+                    append(self.digest_path(path))
+                except OSError as exc:
+                    append(exc)
+            return out
+        new = self._new
+        bs = self._block_size
+        zeros = bytes(bs)
+        empty_root = bytes(self._digest_size)
+        pack = _DESCRIPTOR.pack
+        number = self._number
+        log_bs = bs.bit_length() - 1
+        flags = self._flags
+        digest_fd = self.digest_fd
+        open_, pread, close = os.open, os.pread, os.close
+        for path in paths:
+            try:
+                fd = open_(path, flags)
+                try:
+                    data = pread(fd, bs + 1, 0)
+                    n = len(data)
+                    if n > bs:
+                        append(digest_fd(fd, data))
+                        continue
+                finally:
+                    close(fd)
+            except OSError as exc:
+                append(exc)
+                continue
+            root = new(data + zeros[n:]).digest() if n else empty_root
+            append(new(pack(1, number, log_bs, 0, 0, n, root, b"")).digest())
+        return out
+
+    def digest_fd(self, fd, head=None):
+        """Digest of the file open at ``fd``; ``head``: what ``pread(fd, block_size + 1, 0)`` already gave."""
+        hash_algorithm, bs, salt = self.params
+        if salt:
+            return _digest_fd(fd, hash_algorithm, bs, salt)
+        new = self._new
+        data = os.pread(fd, bs + 1, 0) if head is None else head
+        n = len(data)
+        if n <= bs:
+            root = new(data + bytes(bs - n)).digest() if n else bytes(self._digest_size)
+            return _descriptor_digest(new, self._number, bs, n, root)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size >= _READ_SIZE:
+            return _digest_fd(fd, hash_algorithm, bs, salt)
+        buf = self._buffer
+        if buf is None:
+            buf = self._buffer = bytearray(_READ_SIZE + bs)
+        view = memoryview(buf)
+        try:
+            # Read to the end of the buffer: more than _READ_SIZE bytes means the file grew.
+            n = os.preadv(fd, [view[:_READ_SIZE + 1]], 0)
+            if n > _READ_SIZE:
+                return _digest_fd(fd, hash_algorithm, bs, salt)
+            pad = -n % bs
+            if pad:
+                view[n:n + pad] = bytes(pad)
+            return _descriptor_digest(new, self._number, bs, n, _buffer_root(view, n, bs, self._digest_size, new))
+        finally:
+            view.release()
 
 
 def _digest_fd(fd, hash_algorithm, block_size, salt, threads=1):
@@ -277,29 +406,32 @@ def _hash_fd_parallel(hasher, fd, size, threads):
 def file_digest(path_or_fileobj, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", threads=1):
     """fs-verity digest (raw bytes) of a whole file given by path, file descriptor or binary file object.
 
-    A path is opened without following a final symlink. ``threads`` > 1 hashes
+    A path is opened without following a final symlink, and must be a regular file
+    (:class:`NotRegularFile`, an OSError, otherwise). ``threads`` > 1 hashes
     large files in parallel (same result, more cores).
     """
     if isinstance(path_or_fileobj, int):
         return _digest_fd(path_or_fileobj, hash_algorithm, block_size, salt, threads)
     if hasattr(path_or_fileobj, "fileno"):
         return _digest_fd(path_or_fileobj.fileno(), hash_algorithm, block_size, salt, threads)
-    fd = os.open(path_or_fileobj, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    # Non-blocking open and fstat first: a FIFO swapped in at the path is refused, not waited on.
+    fd = open_regular(path_or_fileobj, follow=False)
     try:
         return _digest_fd(fd, hash_algorithm, block_size, salt, threads)
     finally:
         os.close(fd)
 
 
+_READERS = {}  # per process: digest parameters -> _FileReader (and its buffer)
+
+
 def _digest_chunk(job):
-    paths, hash_algorithm, block_size, salt = job
-    out = []
-    for path in paths:
-        try:
-            out.append(file_digest(path, hash_algorithm, block_size, salt))
-        except OSError as exc:
-            out.append(exc)
-    return out
+    paths = job[0]
+    params = job[1:]
+    reader = _READERS.get(params)
+    if reader is None:
+        reader = _READERS[params] = _FileReader(*params)
+    return reader.digest_paths(paths)
 
 
 class DigestPool:
@@ -323,8 +455,7 @@ class DigestPool:
 
     def __enter__(self):
         if self.workers > 1:
-            import multiprocessing
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+            self._pool = fork_pool(self.workers)
         return self
 
     def __exit__(self, *exc_info):

@@ -17,6 +17,9 @@ __metaclass__ = type
 import os
 import stat
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import normalize_digest as _normalize_digest
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import NotRegularFile, open_regular
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import (
     check_params,
@@ -32,17 +35,19 @@ class FsverityFilesError(Exception):
         self.results = results or []
 
 
-def normalize_digest(value):
-    """Accept 'hex', 'sha256:hex' or 'sha512:hex'; return (algorithm or None, lowercase hex)."""
-    text = value.strip().lower()
-    alg = None
-    if ":" in text:
-        alg, text = text.split(":", 1)
+def normalize_digest(value, hash_algorithm=None):
+    """Accept 'hex', 'sha256:hex' or 'sha512:hex'; return (algorithm, lowercase hex).
+
+    The one digest check of the collection (common.params): a wrong length is
+    refused here, before anything is read, never reported as a "mismatch" later.
+    """
+    algorithms = ("sha256", "sha512")
+    if hash_algorithm in algorithms:
+        algorithms = (hash_algorithm,) + tuple(a for a in algorithms if a != hash_algorithm)
     try:
-        bytes.fromhex(text)
-    except ValueError:
-        raise FsverityFilesError("expected_digest %r is not a hex digest (optionally prefixed 'sha256:' or 'sha512:')" % value)
-    return alg, text
+        return _normalize_digest(value, "expected_digest", algorithms)
+    except ParameterError as exc:
+        raise FsverityFilesError(str(exc))
 
 
 def collect_files(paths, recurse=False, follow=False):
@@ -96,12 +101,21 @@ class FsverityRun:
         self.workers = workers
         self.warnings = []
 
-    def _kernel_state(self, path):
-        """(verity_enabled, kernel digest hex or None) for one file."""
+    @staticmethod
+    def _open(path):
+        """A read-only fd of the regular file ``path`` (no symlink, no FIFO: never blocks)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            return open_regular(path, follow=False)
+        except NotRegularFile as exc:
+            raise FsverityFilesError(exc.strerror)
         except OSError as exc:
             raise FsverityFilesError("%s: cannot open: %s" % (path, exc.strerror))
+
+    def _kernel_state(self, path, fd=None):
+        """(verity_enabled, kernel digest hex or None) for one file (through ``fd`` when given)."""
+        own = fd is None
+        if own:
+            fd = self._open(path)
         try:
             if not ioctl.verity_enabled(fd, path):
                 return False, None
@@ -112,7 +126,8 @@ class FsverityRun:
         except ioctl.VerityError as exc:
             raise FsverityFilesError(str(exc))
         finally:
-            os.close(fd)
+            if own:
+                os.close(fd)
 
     def _userspace_digests(self, paths):
         digests = {}
@@ -155,24 +170,35 @@ class FsverityRun:
                 else:
                     raise FsverityFilesError("%s: cannot enable fs-verity: %s" % (path, reason), results)
                 continue
+            # Enable and measure through one fd: the digest checked below is the one the
+            # kernel sealed, whatever happened to the name or the bytes in between.
+            fd = self._open(path)
             try:
-                ioctl.enable_path(path, hash_algorithm=self.hash_algorithm, block_size=self.block_size, salt=self.salt)
-            except ioctl.VerityError as exc:
-                if allow_unsupported and exc.unsupported:
-                    self.warnings.append("%s: fs-verity not enabled (%s); its digest was computed in userspace" % (path, exc.reason))
-                    if result["digest"] is None:
-                        result["digest"] = self._userspace_digests([path])[path]
-                    continue
-                msg = str(exc)
-                if done:
-                    msg += "; fs-verity was already enabled on (and cannot be removed from): %s" % ", ".join(done)
-                raise FsverityFilesError(msg, results)
-            except OSError as exc:
-                raise FsverityFilesError("%s: cannot open: %s" % (path, exc.strerror), results)
-            result["changed"] = True
-            done.append(path)
-            enabled, result["digest"] = self._kernel_state(path)
-            result["verity"] = enabled
+                try:
+                    ioctl.enable(fd, path, hash_algorithm=self.hash_algorithm, block_size=self.block_size, salt=self.salt)
+                except ioctl.VerityError as exc:
+                    if allow_unsupported and exc.unsupported:
+                        self.warnings.append("%s: fs-verity not enabled (%s); its digest was computed in userspace" % (path, exc.reason))
+                        if result["digest"] is None:
+                            result["digest"] = self._userspace_digests([path])[path]
+                        continue
+                    msg = str(exc)
+                    if done:
+                        msg += "; fs-verity was already enabled on (and cannot be removed from): %s" % ", ".join(done)
+                    raise FsverityFilesError(msg, results)
+                result["changed"] = True
+                done.append(path)
+                enabled, result["digest"] = self._kernel_state(path, fd)
+                result["verity"] = enabled
+            finally:
+                os.close(fd)
+            want = expected.get(path)
+            if want is not None and result["digest"] != want:
+                raise FsverityFilesError(
+                    "%s: fs-verity is now enabled with digest %s, but expected_digest is %s: the file changed between "
+                    "the check and the enable. The file is sealed with the other digest for good (fs-verity cannot be "
+                    "removed); replace it with a new copy of the expected content and enable that" % (path, result["digest"], want),
+                    results)
         return results
 
     @staticmethod

@@ -29,10 +29,12 @@ __metaclass__ = type
 
 import errno
 import os
-import re
 import stat
 import struct
 
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError
+from ansible_collections.composefs.fleet.plugins.module_utils.common.params import normalize_digest as _normalize_digest
+from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import NotRegularFile, open_regular
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import reader
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs.format import LCFS_EROFS_FLAGS_HAS_ACL, LCFS_EROFS_MAGIC
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
@@ -42,7 +44,6 @@ from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors impor
 VERITY_MODES = ("require", "userspace", "off")
 # What the result's ``verity`` says for each mode.
 VERITY_RESULT = {"require": "kernel", "userspace": "userspace", "off": "none"}
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SHOW_MISSING = 5
 
 
@@ -55,16 +56,11 @@ def userspace_warning(count=None):
 
 
 def normalize_digest(value):
-    """A pinned digest as 64 lowercase hex digits; accepts an optional ``sha256:`` prefix."""
-    if value is None:
-        return None
-    text = value.strip().lower()
-    if text.startswith("sha256:"):
-        text = text[len("sha256:"):]
-    if not _HEX64.match(text):
-        raise MountError("digest %r is not a SHA-256 fs-verity digest (64 hex digits, optionally prefixed 'sha256:')"
-                         % value, "invalid")
-    return text
+    """A pinned digest as 64 lowercase hex digits; accepts an optional ``sha256:`` prefix (common.params)."""
+    try:
+        return _normalize_digest(value, "digest")[1]
+    except ParameterError as exc:
+        raise MountError(str(exc), "invalid")
 
 
 class ImageCheck:
@@ -90,7 +86,10 @@ class ImageCheck:
 def open_image(path):
     """Open the image read-only; clear errors for a missing path, a non-file and a non-composefs file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Non-blocking open and fstat: a FIFO or a device at the path is refused, never waited on.
+        fd = open_regular(path, what="image")
+    except NotRegularFile as exc:
+        raise MountError(exc.strerror, "invalid")
     except FileNotFoundError:
         raise MountError("image %s does not exist" % path, "image-missing")
     except OSError as exc:

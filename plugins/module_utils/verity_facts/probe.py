@@ -36,8 +36,28 @@ def not_run(directory, message):
     return dict(performed=False, result="not_run", directory=directory, errno=None, errno_name=None, message=message)
 
 
+def _reopen_read_only(fd):
+    """A read-only fd of the same open file, through /proc/self/fd (the inode, never a name lookup).
+
+    FS_IOC_ENABLE_VERITY wants a read-only fd and no writer open, so the
+    scratch file cannot be written and enabled through its O_RDWR fd; reopening
+    by its name would follow whatever symlink was swapped in meanwhile.
+    """
+    rfd = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY | os.O_CLOEXEC)
+    a, b = os.fstat(fd), os.fstat(rfd)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        os.close(rfd)
+        raise OSError(errno.EXDEV, "/proc/self/fd/%d is not the scratch file (is /proc mounted?)" % fd)
+    return rfd
+
+
 def probe_directory(directory):
     """Try fs-verity on a scratch file in ``directory``; the file is removed whatever happens.
+
+    The scratch file is created (O_EXCL: never through a symlink), written and
+    enabled through descriptors of that one inode; its name is used only to
+    remove it, and only while it still names that inode. A symlink swapped in at
+    the name can therefore never get fs-verity enabled on its target.
 
     Returns ``dict(performed, result, directory, errno, errno_name, message)`` where
     ``result`` is ``enabled``, ``refused`` (the ioctl failed: see errno) or ``error``
@@ -48,13 +68,16 @@ def probe_directory(directory):
     except OSError as exc:
         return dict(performed=False, result="error", directory=directory, errno=exc.errno, errno_name=_errno_name(exc.errno),
                     message="cannot create a scratch file in %s: %s" % (directory, exc.strerror or exc))
+    identity = None
     try:
         try:
+            st = os.fstat(fd)
+            identity = (st.st_dev, st.st_ino)
             os.write(fd, b"\0" * SCRATCH_SIZE)
             os.fsync(fd)
+            rfd = _reopen_read_only(fd)
         finally:
             os.close(fd)
-        rfd = os.open(scratch, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             ioctl.enable(rfd, scratch)
         except ioctl.VerityError as exc:
@@ -68,7 +91,14 @@ def probe_directory(directory):
         return dict(performed=False, result="error", directory=directory, errno=exc.errno, errno_name=_errno_name(exc.errno),
                     message="probe in %s failed: %s" % (directory, exc.strerror or exc))
     finally:
-        try:
+        _remove_scratch(scratch, identity)
+
+
+def _remove_scratch(scratch, identity):
+    """Unlink the scratch name if it still names our file (a swapped-in name is left alone)."""
+    try:
+        st = os.lstat(scratch)
+        if identity is None or (st.st_dev, st.st_ino) == identity:
             os.unlink(scratch)
-        except OSError:
-            pass
+    except OSError:
+        pass

@@ -161,3 +161,32 @@ def test_digest_files_reports_errors_in_order(tmp_path):
 def test_bad_parameters(kwargs):
     with pytest.raises(FsverityParamsError):
         data_digest(b"x", **kwargs)
+
+
+@pytest.mark.parametrize("hash_algorithm,block_size,salt", [
+    ("sha256", 4096, b""),
+    ("sha512", 1024, b""),
+    ("sha256", 4096, b"\x01\x02\x03"),
+])
+def test_digest_files_reader_against_cli(tmp_path, hash_algorithm, block_size, salt):
+    # digest_files reads each file into one reused buffer (files of one block: one pread,
+    # no fstat); each size that takes another branch, the buffer's size included.
+    sizes = [0, 1, block_size - 1, block_size, block_size + 1, 3 * block_size + 5, 129 * 4096, (1 << 20) - 1,
+             1 << 20, (1 << 20) + 1, 5, 4 * block_size]
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / ("f%02d" % i)
+        path.write_bytes(random.Random(i).randbytes(size) if hasattr(random.Random, "randbytes") else os.urandom(size))
+        paths.append(str(path))
+    for workers in (1, 2):
+        got = dict(digest_files(paths, hash_algorithm, block_size, salt, workers=workers))
+        for path in paths:
+            assert got[path].hex() == _cli_digest(path, hash_algorithm, block_size, salt), path
+
+
+def test_digest_files_refuses_special_files_and_symlinks(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo))
+    os.symlink("/dev/zero", str(tmp_path / "zero-link"))
+    out = dict(digest_files([str(fifo), "/dev/zero", str(tmp_path / "zero-link")], workers=1))
+    assert all(isinstance(result, OSError) for result in out.values()), out  # and none hangs
