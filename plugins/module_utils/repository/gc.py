@@ -21,6 +21,8 @@ __metaclass__ = type
 import os
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import fsync_dir
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
+from ansible_collections.composefs.fleet.plugins.module_utils.erofs import reader
 from ansible_collections.composefs.fleet.plugins.module_utils.repository import layout
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError
 
@@ -33,8 +35,11 @@ def _streams_in_use(repo):
         return False
 
 
-def plan(repo, keep=()):
+def plan(repo, keep=(), ignore_refs=(), pending_images=()):
     """What a collection would remove, without removing anything. Call with the lock held.
+
+    ``ignore_refs`` and ``pending_images`` (image files whose objects stay) let a
+    check-mode run plan against the refs and images the same run would leave.
 
     Returns ``{"roots": [...], "objects": [{"digest", "path", "bytes"}], "images": [digest...],
     "refs": [name...], "bytes": total}``.
@@ -44,7 +49,7 @@ def plan(repo, keep=()):
                               "which this collection does not read; collect this repository with 'cfsctl gc'" % repo.path)
     refs = repo.refs()
     images = repo.images()
-    roots = set(d for d in refs.values() if d and d in images)
+    roots = set(d for name, d in refs.items() if d and d in images and name not in ignore_refs)
     for value in keep or ():
         digest = repo.resolve(value)
         if digest not in images:
@@ -58,6 +63,12 @@ def plan(repo, keep=()):
         live.add(digest)
         for rel in repo.image_objects(digest):
             live.add(rel.replace("/", "", 1))
+    for image_file in pending_images:
+        try:
+            payloads = reader.objects(image_file, strict=False)
+        except (ComposefsError, OSError) as exc:
+            raise RepositoryError("cannot read the image %s: %s" % (image_file, exc))
+        live.update(p.lstrip("/").replace("/", "", 1) for p in payloads)
     doomed = []
     total = 0
     store = repo.store()
@@ -76,17 +87,20 @@ def plan(repo, keep=()):
     dead_images += sorted(name for name, _problem in repo.bad_image_entries()
                           if os.path.islink(os.path.join(repo.images_path, name))
                           and not os.path.exists(os.path.join(repo.images_path, name)))
-    dead_refs = sorted(name for name, digest in refs.items()
-                       if digest is None or digest not in images or digest in dead_images)
+    dead_refs = sorted(name for name, digest in refs.items() if name not in ignore_refs
+                       and (digest is None or digest not in images or digest in dead_images))
     return {"roots": sorted(roots), "objects": doomed, "images": dead_images, "refs": dead_refs, "bytes": total}
 
 
-def collect(repo, keep=(), check_mode=False, lock_timeout=None):
-    """Run (or, in check mode, plan) a collection under the repository lock; returns :func:`plan`'s dict."""
+def collect(repo, keep=(), check_mode=False, lock_timeout=None, ignore_refs=(), pending_images=()):
+    """Run (or, in check mode, plan) a collection under the repository lock; returns :func:`plan`'s dict.
+
+    ``ignore_refs``/``pending_images``: see :func:`plan` (for check mode).
+    """
     if not check_mode:
         repo.require_writable()
     with repo.lock(exclusive=not check_mode, timeout=lock_timeout):
-        result = plan(repo, keep)
+        result = plan(repo, keep, ignore_refs, pending_images)
         if check_mode:
             return result
         for name in result["refs"]:
