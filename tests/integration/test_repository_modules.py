@@ -89,3 +89,39 @@ def test_repository_info_fsck_and_quarantine(ext4):
     assert not exec_module("repository_info", {"path": path, "quarantine": True})["changed"]
     missing_repo = exec_module("repository_info", {"path": os.path.join(where, "nope")})
     assert missing_repo["failed"] and "not a composefs repository" in missing_repo["msg"]
+
+
+def test_image_module_builds_into_a_repository(ext4):
+    where = os.path.join(ext4, "modules-image")
+    os.makedirs(where)
+    path = os.path.join(where, "repo")
+    assert exec_module("repository", {"path": path, "algorithm": "sha256", "insecure": True})["changed"]
+    src = make_tree(os.path.join(where, "src"), {"a": os.urandom(5000), "dir/b": os.urandom(70000), "c": b"tiny"})
+    args = {"src": src, "repository": path, "ref": "app/current"}
+    check = exec_module("image", args, check=True)
+    assert check["changed"] and check["repository"]["ref_changed"] and not os.path.exists(os.path.join(path, "objects")), check
+    first = run_module("composefs.fleet.image", args)
+    assert first["changed"] and not first["failed"], first
+    digest = first["digest"]
+    assert first["repository"]["digest"] == digest and first["repository"]["missing_objects"] == []
+    # The same bytes as mkcomposefs --min-version=1 (the repository's EROFS format 1) with the same objects.
+    import cfs_oracle
+    want = cfs_oracle.mkcomposefs("--min-version=1", "--digest-store=%s" % os.path.join(where, "ostore"), "--print-digest",
+                                  src, os.path.join(where, "oracle.cfs")).decode().strip()
+    assert digest == want
+    def objects(top):
+        return sorted(os.path.join(d, f)[len(top) + 1:] for d, _s, fs in os.walk(top) for f in fs)
+    # objects/ holds the tree's objects, exactly mkcomposefs's store, plus the image itself
+    assert objects(os.path.join(path, "objects")) == sorted(objects(os.path.join(where, "ostore")) + [digest[:2] + "/" + digest[2:]])
+    assert os.readlink(os.path.join(path, "images", "refs", "app", "current")) == "../../" + digest
+    assert not [n for n in os.listdir(path) if n.startswith(".tmp")]
+    again = exec_module("image", args)
+    assert not again["changed"], (again["repository"], again["objects"])
+    info = exec_module("repository_info", {"path": path, "fsck": True})
+    assert info["fsck"]["ok"] and info["missing_objects"] == {"app/current": []}
+    wrong = exec_module("image", {"src": src, "repository": path, "digest_store": os.path.join(where, "s")})
+    assert wrong["failed"] and "mutually exclusive" in wrong["msg"]
+    sha512 = os.path.join(where, "repo512")
+    exec_module("repository", {"path": sha512, "insecure": True})
+    refused = exec_module("image", {"src": src, "repository": sha512})
+    assert refused["failed"] and "algorithm sha256" in refused["msg"] and not os.path.exists(os.path.join(sha512, "objects"))
