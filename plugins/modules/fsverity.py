@@ -125,9 +125,10 @@ EXAMPLES = r"""
     state: enabled
     expected_digest: "sha256:85d600d462f5c3738b55c3ebf570c31263353dc6aa35448c6a8f9aa519429c8a"
 
-- name: Seal an object with SHA-512 fs-verity, as composefs-rs repositories do
+- name: Seal the objects of a composefs-rs repository with SHA-512 fs-verity, as composefs-rs does
   composefs.fleet.fsverity:
-    paths: /sysroot/composefs/objects/0c/261e3b9fde9716d54e380d9232c2a6dc8583efb2dbcf261f42b48d6ffa046a746ce2a56f326542dd8d73d4202941fefb52564a380d43b3716aeba475d83d6d
+    paths: /sysroot/composefs/objects
+    recurse: true
     state: enabled
     algorithm: sha512
 

@@ -30,11 +30,11 @@ description:
     after objects were added to the store, the task fails with C(changed=true) and RV(objects) says what was added.
   - Paths must be absolute. A FIFO, device or symlink at O(dest), or a FIFO or device at O(src_dumpfile), is refused
     (never opened for a blocking read).
-  - Symlinks inside O(digest_store) are never followed: a fan-out directory that is a symlink fails the task.
+  - Symlinks inside O(digest_store) are never followed; a fan-out directory that is a symlink fails the task.
     Temporary files a killed build left in the store (C(.tmp-*), older than 15 minutes) are removed by the next build,
     when no other build is writing to the store (a shared C(flock) on the store directory marks writers).
   - With O(src_dumpfile), a file whose payload is not C(XX/<digest>) of its own digest is kept as C(mkcomposefs) keeps
-    it (the image stays byte-identical) and the module warns: the object store cannot vouch for what such a file reads,
+    it (the image stays byte-identical) and the module warns, since the object store cannot vouch for what such a file reads,
     and M(composefs.fleet.mount) with a digest pin refuses the image.
 author:
   - composefs.fleet developers (@composefs-fleet)
@@ -60,7 +60,7 @@ options:
     type: path
   repository:
     description:
-      - A composefs repository (see M(composefs.fleet.repository)) to build into: the objects go into its C(objects/)
+      - A composefs repository (see M(composefs.fleet.repository)) to build into. The objects go into its C(objects/)
         (the same fan-out as O(digest_store)), and the image is committed as an object and linked as C(images/<digest>),
         named O(ref) if given. O(dest) is then optional (without it the image is only in the repository).
       - The repository must exist, with algorithm C(sha256) and EROFS format 0 or 1; its format sets O(min_version).

@@ -19,7 +19,7 @@ description:
     they made. C(meta.json) records the format version, the fs-verity algorithm (C(fsverity-sha256-12) or
     C(fsverity-sha512-12)) and the EROFS format; C(objects/XX/<rest>) holds files named by their fs-verity digest;
     C(images/<digest>) links to each image's object; C(images/refs/<name>) links to C(images/<digest>).
-  - Steps run in this order, each only when asked for: init, commit O(image), set or remove O(ref), O(gc).
+  - Steps run in this order, each only when asked for; init, commit O(image), set or remove O(ref), then O(gc).
   - Writers hold the repository lock (C(flock) on the repository directory, as composefs-rs) shared; O(gc) holds it
     exclusively, so a concurrent commit (or C(cfsctl transaction)) is waited for and never collected from under.
   - Needs only the Python standard library on the managed node.
@@ -208,9 +208,19 @@ gc:
   type: dict
   contains:
     objects:
-      description: Removed objects, each with RV(gc.objects[].digest), RV(gc.objects[].path) and RV(gc.objects[].bytes).
+      description: Removed objects.
       type: list
       elements: dict
+      contains:
+        digest:
+          description: The object's name (its fs-verity digest).
+          type: str
+        path:
+          description: Where it was.
+          type: str
+        bytes:
+          description: Its size.
+          type: int
     images:
       description: Digests of the image links removed.
       type: list

@@ -20,7 +20,7 @@ description:
     every image's objects are present, that every ref names an image, and that nothing stray is in C(objects/).
     The findings are returned as data; the module does not fail because of them.
   - It changes nothing, unless O(quarantine=true) is given, which moves the corrupt objects fsck finds into
-    C(quarantine/) in the repository (then RV(changed) says whether any were moved).
+    C(quarantine/) in the repository (then C(changed) says whether any were moved).
   - Holds the repository lock shared while it reads, so a garbage collection never runs under it.
   - Needs only the Python standard library on the managed node.
 author:
@@ -128,10 +128,22 @@ fsck:
       description: Objects checked.
       type: int
     corrupt:
-      description: Objects whose content does not match their name, each with RV(fsck.corrupt[].path),
-        RV(fsck.corrupt[].digest), RV(fsck.corrupt[].actual) and RV(fsck.corrupt[].problem).
+      description: Objects whose content does not match their name.
       type: list
       elements: dict
+      contains:
+        path:
+          description: The object file.
+          type: str
+        digest:
+          description: The digest its name says.
+          type: str
+        actual:
+          description: The digest found, as C(algorithm:hex) (null when it could not be read).
+          type: str
+        problem:
+          description: What is wrong, in words.
+          type: str
     without_verity:
       description: Objects without fs-verity where the repository requires it or the filesystem supports it.
       type: list
@@ -148,10 +160,16 @@ fsck:
       description: Images checked.
       type: int
     bad_images:
-      description: Image links that are wrong or whose object is missing or corrupt, each with RV(fsck.bad_images[].image)
-        and RV(fsck.bad_images[].problem).
+      description: Image links that are wrong or whose object is missing or corrupt.
       type: list
       elements: dict
+      contains:
+        image:
+          description: The C(images/) entry.
+          type: str
+        problem:
+          description: What is wrong, in words.
+          type: str
     missing_objects:
       description: For each image digest, the objects it references that are missing.
       type: dict
@@ -160,10 +178,17 @@ fsck:
       type: list
       elements: str
 quarantined:
-  description: Corrupt objects moved (in check mode, to be moved), each with RV(quarantined[].path) and RV(quarantined[].quarantined_to).
+  description: Corrupt objects moved (in check mode, to be moved).
   returned: when O(quarantine=true)
   type: list
   elements: dict
+  contains:
+    path:
+      description: Where the object was.
+      type: str
+    quarantined_to:
+      description: Where it is now.
+      type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
