@@ -64,7 +64,11 @@ def test_secure_init_needs_fs_verity(where):
     path = os.path.join(where, "secure")
     with pytest.raises(RepositoryError, match="insecure: true"):
         repository.init(path, "sha512", 1)
-    assert os.listdir(path) == []
+    assert not os.path.exists(path)
+    os.mkdir(path)
+    with pytest.raises(RepositoryError, match="insecure: true"):
+        repository.init(path, "sha512", 1)
+    assert os.listdir(path) == []  # a directory that was there stays, empty
 
 
 def test_commit_refs_listing_and_missing_objects(where):

@@ -91,11 +91,21 @@ def init(path, algorithm="sha512", erofs_version=1, insecure=False, check_mode=F
         return True, result
     parent = os.path.dirname(path)
     os.makedirs(parent, 0o755, exist_ok=True)
+    created = False
     try:
         os.mkdir(path, 0o700)
+        created = True
     except FileExistsError:
         pass
-    _write_meta(path, wanted, algorithm, insecure)
+    try:
+        _write_meta(path, wanted, algorithm, insecure)
+    except BaseException:
+        if created:
+            try:
+                os.rmdir(path)  # nothing half-done: the directory this run made goes again
+            except OSError:
+                pass
+        raise
     return True, result
 
 
