@@ -2,13 +2,12 @@
 import json
 import multiprocessing
 import os
-import time
 
 import pytest
 
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.build import build, image_bytes, load_tree
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
-from ansible_collections.composefs.fleet.plugins.module_utils.repository import fsck, gc, layout
+from ansible_collections.composefs.fleet.plugins.module_utils.repository import fsck, gc
 from ansible_collections.composefs.fleet.plugins.module_utils.repository import repo as repository
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError, RepositoryLocked
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.lock import RepositoryLock
@@ -105,11 +104,11 @@ def test_gc_keeps_refs_and_keep_list_and_reports_bytes(where):
     repository.init(path, "sha256", 1, insecure=True)
     shared = os.urandom(7000)
     with repository.Repository(path) as repo:
-        v1, _ = build_into(repo, where, "v1", {"shared": shared, "only1": os.urandom(11000)})
+        v1, _built = build_into(repo, where, "v1", {"shared": shared, "only1": os.urandom(11000)})
         d1 = repo.commit(v1, "v1")["digest"]
-        v2, _ = build_into(repo, where, "v2", {"shared": shared, "only2": os.urandom(13000)})
+        v2, _built = build_into(repo, where, "v2", {"shared": shared, "only2": os.urandom(13000)})
         d2 = repo.commit(v2, "v2")["digest"]
-        v3, _ = build_into(repo, where, "v3", {"only3": os.urandom(17000)})
+        v3, _built = build_into(repo, where, "v3", {"only3": os.urandom(17000)})
         d3 = repo.commit(v3)["digest"]  # no ref: collectable unless kept
         repo.remove_ref("v1")
         before = sorted(repo.store().iter_objects())
@@ -155,7 +154,7 @@ def test_gc_waits_for_a_concurrent_commit(where):
     path = os.path.join(where, "r")
     repository.init(path, "sha256", 1, insecure=True)
     with repository.Repository(path) as repo:
-        img, _ = build_into(repo, where, "v1", {"f": os.urandom(6000)})
+        img, _built = build_into(repo, where, "v1", {"f": os.urandom(6000)})
     # The objects of v1 are in objects/ but no image names them yet: a gc now would take them.
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
@@ -182,7 +181,7 @@ def test_commit_waits_for_gc(where):
     repository.init(path, "sha256", 1, insecure=True)
     with repository.Repository(path) as repo, repo.lock(exclusive=True):
         with repository.Repository(path) as other:
-            img, _ = build_into(other, where, "v1", {"f": b"z" * 5000})
+            img, _built = build_into(other, where, "v1", {"f": b"z" * 5000})
             with pytest.raises(RepositoryLocked, match="garbage collection"):
                 other.commit(img, "v1", lock_timeout=0.2)
             assert other.refs() == {}
@@ -192,7 +191,7 @@ def test_fsck_finds_corrupt_missing_stray_and_quarantines(where):
     path = os.path.join(where, "r")
     repository.init(path, "sha256", 1, insecure=True)
     with repository.Repository(path) as repo:
-        img, _ = build_into(repo, where, "v1", {"a": os.urandom(5000), "b": os.urandom(6000), "c": os.urandom(7000)})
+        img, _built = build_into(repo, where, "v1", {"a": os.urandom(5000), "b": os.urandom(6000), "c": os.urandom(7000)})
         digest = repo.commit(img, "v1")["digest"]
         clean = fsck.fsck(repo, workers=1)
         assert clean["ok"] and clean["objects_checked"] == 4 and clean["images_checked"] == 1, clean
@@ -267,7 +266,7 @@ def test_reads_a_repository_laid_out_by_composefs_rs(where):
                 b'    "read-only-compatible": [\n      "v1_erofs"\n    ],\n    "incompatible": []\n  },\n'
                 b'  "erofs_formats": {\n    "default": 1\n  }\n}\n')
     with repository.Repository(path) as repo:
-        img, _ = build_into(repo, where, "v1", {"x": os.urandom(4097)})
+        img, _built = build_into(repo, where, "v1", {"x": os.urandom(4097)})
         digest = file_digest(img).hex()
         repo.store().add_file(img, digest)
         os.symlink("../objects/%s/%s" % (digest[:2], digest[2:]), os.path.join(path, "images", digest))

@@ -109,6 +109,7 @@ def test_image_module_builds_into_a_repository(ext4):
     want = cfs_oracle.mkcomposefs("--min-version=1", "--digest-store=%s" % os.path.join(where, "ostore"), "--print-digest",
                                   src, os.path.join(where, "oracle.cfs")).decode().strip()
     assert digest == want
+
     def objects(top):
         return sorted(os.path.join(d, f)[len(top) + 1:] for d, _s, fs in os.walk(top) for f in fs)
     # objects/ holds the tree's objects, exactly mkcomposefs's store, plus the image itself

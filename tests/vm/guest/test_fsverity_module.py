@@ -106,14 +106,14 @@ def test_sha512_enable_and_measure(fs, request):
     from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 
     d = request.getfixturevalue(fs)
-    foo, big = os.path.join(d, "foo.txt"), os.path.join(d, "big")
-    _write(foo, FOO)
+    small, big = os.path.join(d, "small.txt"), os.path.join(d, "big")
+    _write(small, FOO)
     _write(big, os.urandom(5 * 4096 * 64 + 123))
     want_big = file_digest(big, "sha512").hex()
-    res = exec_module("fsverity", {"paths": [foo, big], "state": "enabled", "algorithm": "sha512"})
+    res = exec_module("fsverity", {"paths": [small, big], "state": "enabled", "algorithm": "sha512"})
     assert res["changed"] and not res["failed"] and res["hash_algorithm"] == "sha512", res
-    assert {f["path"]: f["digest"] for f in res["files"]} == {foo: FOO_SHA512, big: want_big}
-    for path, want in ((foo, FOO_SHA512), (big, want_big)):
+    assert {f["path"]: f["digest"] for f in res["files"]} == {small: FOO_SHA512, big: want_big}
+    for path, want in ((small, FOO_SHA512), (big, want_big)):
         fd = os.open(path, os.O_RDONLY)
         try:
             alg, raw = ioctl.measure(fd, path)
@@ -122,6 +122,6 @@ def test_sha512_enable_and_measure(fs, request):
         assert alg == "sha512" and len(raw) == 64 and raw.hex() == want
         # the reference tool reads the same from the kernel
         assert subprocess.check_output(["fsverity", "measure", path]).decode().split()[0] == "sha512:" + want
-    again = exec_module("fsverity", {"paths": [foo], "state": "enabled", "hash_algorithm": "sha512",
+    again = exec_module("fsverity", {"paths": [small], "state": "enabled", "hash_algorithm": "sha512",
                                      "expected_digest": "sha512:" + FOO_SHA512})
     assert not again["changed"] and again["digest"] == FOO_SHA512 and not again.get("warnings"), again
