@@ -23,6 +23,7 @@ pkgs=$(grep -v '^\s*#' "$req" | awk 'NF{print $1}' | paste -sd, -)
 mkdir -p "$dest"
 rm -rf "$dest/rootfs.new"
 echo "setup-sid-root: building the sid root ($pkgs)"
+# shellcheck disable=SC2016 # the hooks expand $1 inside mmdebstrap, not here
 mmdebstrap --quiet --variant=apt --mode=root \
   --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
   --aptopt='Acquire::Check-Valid-Until "false"' \

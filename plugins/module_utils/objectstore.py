@@ -46,6 +46,9 @@ from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest im
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _OBJECT_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{62}$")
+# A composefs-rs repository's objects/ is the same fan-out, named by SHA-512 digests where its meta.json says so.
+_HEX = {"sha256": _HEX64, "sha512": re.compile(r"^[0-9a-f]{128}$")}
+_NAME = {"sha256": _OBJECT_NAME, "sha512": re.compile(r"^[0-9a-f]{2}/[0-9a-f]{126}$")}
 TEMP_PREFIX = ".tmp-"
 # A temporary file this old, with no writer holding the store lock, belongs to a dead build.
 STALE_TEMP_GRACE = 15 * 60
@@ -56,16 +59,17 @@ class ObjectStoreError(Exception):
     """A store operation failed; the message names the object or path and the cause."""
 
 
-def object_relpath(digest_hex):
-    """``XX/<62 hex>`` for a digest; refuses anything that is not 64 lowercase hex digits."""
-    if not _HEX64.match(digest_hex or ""):
-        raise ObjectStoreError("%r is not a SHA-256 fs-verity digest (64 lowercase hex digits)" % (digest_hex,))
+def object_relpath(digest_hex, hash_algorithm="sha256"):
+    """``XX/<62 hex>`` for a digest (``XX/<126 hex>`` for SHA-512); refuses anything else."""
+    if not _HEX[hash_algorithm].match(digest_hex or ""):
+        raise ObjectStoreError("%r is not a %s fs-verity digest (%d lowercase hex digits)" % (
+            digest_hex, hash_algorithm.upper().replace("SHA", "SHA-"), 64 if hash_algorithm == "sha256" else 128))
     return digest_hex[:2] + "/" + digest_hex[2:]
 
 
-def digest_of_relpath(relpath):
-    """The digest an object path names, or None. Only ``XX/<62 hex>`` qualifies: no '..', no absolute paths."""
-    if relpath and _OBJECT_NAME.match(relpath):
+def digest_of_relpath(relpath, hash_algorithm="sha256"):
+    """The digest an object path names, or None. Only ``XX/<62 hex>`` (SHA-512: 126) qualifies: no '..', no absolute paths."""
+    if relpath and _NAME[hash_algorithm].match(relpath):
         return relpath.replace("/", "")
     return None
 
@@ -113,9 +117,10 @@ class ObjectStore:
     (or use it as a context manager).
     """
 
-    def __init__(self, root, enable_verity="auto", sync_dirs=True):
+    def __init__(self, root, enable_verity="auto", sync_dirs=True, hash_algorithm="sha256"):
         self.root = os.path.abspath(root)
         self.enable_verity = enable_verity
+        self.hash_algorithm = hash_algorithm  # of the objects' names and their fs-verity
         # With 'auto', the first "this filesystem cannot" answer holds for the whole store.
         self._verity_unsupported = False
         # sync_dirs=False leaves fsyncing the fan-out directories to sync_pending_dirs(), once per batch.
@@ -141,7 +146,7 @@ class ObjectStore:
             self._locked = None
 
     def path_of(self, digest_hex):
-        return os.path.join(self.root, object_relpath(digest_hex))
+        return os.path.join(self.root, object_relpath(digest_hex, self.hash_algorithm))
 
     def ensure_root(self):
         try:
@@ -206,7 +211,7 @@ class ObjectStore:
         digest is computed. A symlink or special file in the object's place is
         'corrupt' (it is never opened as the object).
         """
-        rel = object_relpath(digest_hex)
+        rel = object_relpath(digest_hex, self.hash_algorithm)
         dfd = self._subdir(rel[:2])
         if dfd is None:
             return "missing"
@@ -222,7 +227,7 @@ class ObjectStore:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return "corrupt"
-            actual = _digest_of_fd(fd, path)
+            actual = _digest_of_fd(fd, path, self.hash_algorithm)
         except (OSError, ioctl.VerityError):
             return "corrupt"
         finally:
@@ -234,7 +239,7 @@ class ObjectStore:
         if self.enable_verity is False or self.enable_verity == "false" or self._verity_unsupported:
             return False
         try:
-            ioctl.enable(fd, path)
+            ioctl.enable(fd, path, hash_algorithm=self.hash_algorithm)
             return True
         except ioctl.VerityError as exc:
             if exc.unsupported and self.enable_verity == "auto":
@@ -345,7 +350,7 @@ class ObjectStore:
 
     def _stage(self, src, digest_hex, fsync):
         """Copy ``src`` to a temporary file beside its final name; returns ((subdir name, temp name), size)."""
-        rel = object_relpath(digest_hex)
+        rel = object_relpath(digest_hex, self.hash_algorithm)
         dfd = self._subdir(rel[:2], create=True)
         name = "%s%s.%d.%s" % (TEMP_PREFIX, digest_hex[2:14], os.getpid(), os.urandom(4).hex())
         tmp = (rel[:2], name)
@@ -394,7 +399,7 @@ class ObjectStore:
             try:
                 # fs-verity and the check through one fd: what is checked is what was sealed.
                 self._enable_verity(fd, shown)
-                got = _digest_of_fd(fd, shown)
+                got = _digest_of_fd(fd, shown, self.hash_algorithm)
             finally:
                 os.close(fd)
             if got != digest_hex:
@@ -402,7 +407,7 @@ class ObjectStore:
             # rename() is atomic: readers see no object or a complete, verified one. A
             # concurrent builder's copy of the same object may be replaced by ours:
             # same bytes, also verified; a reader holding the old one keeps it.
-            os.rename(name, object_relpath(digest_hex)[3:], src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.rename(name, object_relpath(digest_hex, self.hash_algorithm)[3:], src_dir_fd=dfd, dst_dir_fd=dfd)
             tmp = None
             if self.sync_dirs:
                 os.fsync(dfd)
@@ -424,7 +429,7 @@ class ObjectStore:
         """Yield the digest of every object file in the store (temp files and strays are skipped)."""
         for sub in self._fanout_names():
             for name in sorted(os.listdir(self._subdir(sub))):
-                digest = digest_of_relpath(sub + "/" + name)
+                digest = digest_of_relpath(sub + "/" + name, self.hash_algorithm)
                 if digest:
                     yield digest
 
@@ -436,7 +441,7 @@ class ObjectStore:
         return out
 
     def remove(self, digest_hex):
-        rel = object_relpath(digest_hex)
+        rel = object_relpath(digest_hex, self.hash_algorithm)
         dfd = self._subdir(rel[:2])
         if dfd is not None:
             try:
@@ -472,9 +477,9 @@ def _syncfs(fd):
     return True
 
 
-def _digest_of_fd(fd, path):
+def _digest_of_fd(fd, path, hash_algorithm="sha256"):
     """The object's digest: the kernel's measurement where it has fs-verity, else computed."""
     if ioctl.verity_enabled(fd, path):
         alg, digest = ioctl.measure(fd, path)
-        return digest.hex() if alg == "sha256" else None
-    return file_digest(fd).hex()
+        return digest.hex() if alg == hash_algorithm else None
+    return file_digest(fd, hash_algorithm).hex()

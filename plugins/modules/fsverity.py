@@ -63,10 +63,13 @@ options:
     type: str
   hash_algorithm:
     description:
-      - Hash algorithm of the Merkle tree.
+      - Hash algorithm of the Merkle tree. V(sha512) gives 64-byte digests (128 hex digits); it is what
+        composefs-rs repositories (C(fsverity-sha512-12)) and bootc use by default.
+      - The alias O(algorithm) is the name the repository modules use.
     type: str
     choices: [sha256, sha512]
     default: sha256
+    aliases: [algorithm]
   block_size:
     description:
       - Merkle tree block size in bytes, a power of two. The kernel accepts sizes up to the page size and the filesystem block size.
@@ -122,6 +125,13 @@ EXAMPLES = r"""
     state: enabled
     expected_digest: "sha256:85d600d462f5c3738b55c3ebf570c31263353dc6aa35448c6a8f9aa519429c8a"
 
+- name: Seal the objects of a composefs-rs repository with SHA-512 fs-verity, as composefs-rs does
+  composefs.fleet.fsverity:
+    paths: /sysroot/composefs/objects
+    recurse: true
+    state: enabled
+    algorithm: sha512
+
 - name: Digests on any filesystem, with fs-verity where the filesystem has it
   composefs.fleet.fsverity:
     paths: /data/blob
@@ -158,7 +168,9 @@ digest:
   type: str
   sample: 85d600d462f5c3738b55c3ebf570c31263353dc6aa35448c6a8f9aa519429c8a
 hash_algorithm:
-  description: The hash algorithm of the digests computed in userspace.
+  description:
+    - The hash algorithm of the digests computed in userspace (O(hash_algorithm)).
+    - V(sha256) digests are 64 hex digits, V(sha512) digests 128.
   returned: always
   type: str
   sample: sha256
@@ -185,7 +197,7 @@ def main():
             follow=dict(type="bool", default=False),
             state=dict(type="str", choices=["measured", "enabled"], default="measured"),
             expected_digest=dict(type="str"),
-            hash_algorithm=dict(type="str", choices=["sha256", "sha512"], default="sha256"),
+            hash_algorithm=dict(type="str", choices=["sha256", "sha512"], default="sha256", aliases=["algorithm"]),
             block_size=dict(type="int", default=4096),
             salt=dict(type="str"),
             allow_unsupported=dict(type="bool", default=False),

@@ -56,7 +56,29 @@ options:
   digest_store:
     description:
       - The object store directory (C(mkcomposefs --digest-store)). Created if missing.
+      - Mutually exclusive with O(repository), whose C(objects/) is the store.
     type: path
+  repository:
+    description:
+      - A composefs repository (see M(composefs.fleet.repository)) to build into. The objects go into its C(objects/)
+        (the same fan-out as O(digest_store)), and the image is committed as an object and linked as C(images/<digest>),
+        named O(ref) if given. O(dest) is then optional (without it the image is only in the repository).
+      - The repository must exist, with algorithm C(sha256) and EROFS format 0 or 1; its format sets O(min_version).
+        Where its C(meta.json) has fs-verity, every object gets fs-verity (O(enable_verity=true)).
+      - The build holds the repository lock shared, so a garbage collection waits and never takes the new objects.
+    type: path
+    version_added: 0.2.0
+  ref:
+    description:
+      - With O(repository), the ref (below C(images/refs/)) that names the committed image, e.g. C(app/current).
+    type: str
+    version_added: 0.2.0
+  lock_timeout:
+    description:
+      - With O(repository), seconds to wait for its lock while a garbage collection runs.
+    type: float
+    default: 300
+    version_added: 0.2.0
   use_epoch:
     description:
       - Set every mtime to 0 (C(--use-epoch)).
@@ -123,6 +145,13 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Build straight into a composefs repository and name the image
+  composefs.fleet.image:
+    src: /srv/trees/app-v2
+    repository: /var/lib/composefs/repo
+    ref: app/current
+  register: built
+
 - name: Build an image of an application tree and fill the shared object store
   composefs.fleet.image:
     src: /srv/build/app-rootfs
@@ -173,6 +202,37 @@ inlined:
   returned: always
   type: int
   sample: 12
+repository:
+  description: What was committed to O(repository).
+  returned: when O(repository) is given
+  type: dict
+  version_added: 0.2.0
+  contains:
+    path:
+      description: The repository.
+      type: str
+    digest:
+      description: The image's digest (its object name and C(images/) entry).
+      type: str
+    ref:
+      description: O(ref).
+      type: str
+    ref_before:
+      description: The digest O(ref) named before (null when new).
+      type: str
+    ref_changed:
+      description: Whether O(ref) was set or moved.
+      type: bool
+    image_added:
+      description: Whether the image object was added.
+      type: bool
+    image_linked:
+      description: Whether C(images/<digest>) was created.
+      type: bool
+    missing_objects:
+      description: Objects the image references that the repository lacks (dumpfile input).
+      type: list
+      elements: str
 objects:
   description: The external files the image references.
   returned: always
@@ -204,6 +264,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, check_workers, require_absolute
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.build import ImageBuildError, build
+from ansible_collections.composefs.fleet.plugins.module_utils.repository.build import build_into
+from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError
 
 
 def main():
@@ -222,29 +284,39 @@ def main():
             hardlinks=dict(type="bool", default=False),
             enable_verity=dict(type="str", default="auto", choices=["auto", "true", "false"]),
             workers=dict(type="int", aliases=["threads"]),
+            repository=dict(type="path"),
+            ref=dict(type="str"),
+            lock_timeout=dict(type="float", default=300),
         ),
         required_one_of=[("src", "src_dumpfile")],
-        mutually_exclusive=[("src", "src_dumpfile"), ("skip_xattrs", "user_xattrs")],
+        mutually_exclusive=[("src", "src_dumpfile"), ("skip_xattrs", "user_xattrs"), ("digest_store", "repository")],
+        required_by={"ref": "repository"},
         add_file_common_args=True,
         supports_check_mode=True,
     )
     p = module.params
     try:
         check_workers(p["workers"])
-        for option in ("src", "src_dumpfile", "dest", "digest_store"):
+        for option in ("src", "src_dumpfile", "dest", "digest_store", "repository"):
             require_absolute(p[option], option)
     except ParameterError as exc:
         module.fail_json(msg=str(exc))
+    options = dict(
+        src=p["src"], src_dumpfile=p["src_dumpfile"], dest=p["dest"],
+        use_epoch=p["use_epoch"], skip_xattrs=p["skip_xattrs"], user_xattrs=p["user_xattrs"],
+        skip_devices=p["skip_devices"], min_version=p["min_version"], max_version=p["max_version"],
+        hardlinks=p["hardlinks"], enable_verity=p["enable_verity"], workers=p["workers"],
+        check_mode=module.check_mode,
+    )
     try:
-        result = build(
-            src=p["src"], src_dumpfile=p["src_dumpfile"], dest=p["dest"], digest_store=p["digest_store"],
-            use_epoch=p["use_epoch"], skip_xattrs=p["skip_xattrs"], user_xattrs=p["user_xattrs"],
-            skip_devices=p["skip_devices"], min_version=p["min_version"], max_version=p["max_version"],
-            hardlinks=p["hardlinks"], enable_verity=p["enable_verity"], workers=p["workers"],
-            check_mode=module.check_mode,
-        )
+        if p["repository"]:
+            result = build_into(p["repository"], ref=p["ref"], lock_timeout=p["lock_timeout"], **options)
+        else:
+            result = build(digest_store=p["digest_store"], **options)
     except ImageBuildError as exc:
         module.fail_json(msg=str(exc), **(exc.result or {}))
+    except RepositoryError as exc:
+        module.fail_json(msg=str(exc))
     for warning in result.pop("warnings"):
         module.warn(warning)
     before, after = result.pop("before", None), result.pop("after", None)

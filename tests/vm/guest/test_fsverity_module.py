@@ -92,3 +92,36 @@ def test_open_for_writing_is_named(ext4_verity_dir):
     with open(p, "ab"):
         res = exec_module("fsverity", {"path": [p], "state": "enabled"})
     assert res["failed"] and "open for writing" in res["msg"], res
+
+
+FOO_SHA512 = ("0c261e3b9fde9716d54e380d9232c2a6dc8583efb2dbcf261f42b48d6ffa046a"
+              "746ce2a56f326542dd8d73d4202941fefb52564a380d43b3716aeba475d83d6d")
+
+
+@pytest.mark.parametrize("fs", ["ext4_verity_dir", "btrfs_dir"])
+def test_sha512_enable_and_measure(fs, request):
+    # composefs-rs repositories default to SHA-512 fs-verity: the kernel must seal and
+    # measure 64-byte digests equal to the userspace ones.
+    import subprocess
+    from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
+
+    d = request.getfixturevalue(fs)
+    small, big = os.path.join(d, "small.txt"), os.path.join(d, "big")
+    _write(small, FOO)
+    _write(big, os.urandom(5 * 4096 * 64 + 123))
+    want_big = file_digest(big, "sha512").hex()
+    res = exec_module("fsverity", {"paths": [small, big], "state": "enabled", "algorithm": "sha512"})
+    assert res["changed"] and not res["failed"] and res["hash_algorithm"] == "sha512", res
+    assert {f["path"]: f["digest"] for f in res["files"]} == {small: FOO_SHA512, big: want_big}
+    for path, want in ((small, FOO_SHA512), (big, want_big)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            alg, raw = ioctl.measure(fd, path)
+        finally:
+            os.close(fd)
+        assert alg == "sha512" and len(raw) == 64 and raw.hex() == want
+        # the reference tool reads the same from the kernel
+        assert subprocess.check_output(["fsverity", "measure", path]).decode().split()[0] == "sha512:" + want
+    again = exec_module("fsverity", {"paths": [small], "state": "enabled", "hash_algorithm": "sha512",
+                                     "expected_digest": "sha512:" + FOO_SHA512})
+    assert not again["changed"] and again["digest"] == FOO_SHA512 and not again.get("warnings"), again
