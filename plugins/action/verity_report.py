@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes
@@ -105,9 +106,18 @@ class ActionModule(ActionBase):
             except (KeyError, TypeError):
                 return None
 
+        def registered(host, name):
+            # A registered result is data, not a template: read it untemplated. Templating an empty loop's
+            # result reads its 'skipped_reason', which warns as deprecated on ansible-core >= 2.21.
+            try:
+                found = hostvars.raw_get(host)
+            except (AttributeError, KeyError, TypeError):
+                return hostvar(host, name)
+            return plain(found.get(name)) if isinstance(found, Mapping) else None
+
         def raw_of(host):
             # The raw fallback runs once for the play, looping over the hosts that need it.
-            raw = hostvar(host, params["raw_var"])
+            raw = registered(host, params["raw_var"])
             if isinstance(raw, dict) and "results" in raw:
                 mine = [r for r in raw["results"] if isinstance(r, dict) and r.get("item") == host and not r.get("skipped")]
                 return mine[0] if mine else None
