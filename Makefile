@@ -117,4 +117,4 @@ bench: setup setup-oracle
 	$(PY) bench/run.py
 
 clean:
-	rm -rf .cache/stage .cache/docs tests/output
+	rm -rf .cache/stage .cache/stage-* .cache/docs tests/output

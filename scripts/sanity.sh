@@ -19,7 +19,8 @@ if [ ! -x "$venv/bin/ansible-test" ]; then
   exit 1
 fi
 python_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-stage=$("$top/scripts/stage-collection.sh")
+# One stage per controller, so that the versions can run side by side.
+stage=$("$top/scripts/stage-collection.sh" "$top/.cache/stage${core:+-$core}")
 # ansible-test keeps its sanity venvs and download cache under ~/.ansible/test;
 # a HOME inside .cache keeps them with the project's other caches. Its venvs are keyed by
 # Python version and requirements, so the controller versions share one HOME.
