@@ -18,7 +18,8 @@ export ANSIBLE_CONFIG=$top/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$top/.cache/coll
 out=$top/.cache/docs
 rm -rf "$out"
 # antsibull-docs wants its destination readable and writable only by its owner.
-mkdir -p -m 700 "$out/rst"
+mkdir -p "$out"
+mkdir -m 700 "$out/rst"
 antsibull-docs --config-file docs/site/antsibull-docs.cfg collection --use-current --squash-hierarchy \
   --fail-on-error --cleanup everything --dest-dir "$out/rst" composefs.fleet
 sphinx-build -M html "$out/rst" "$out/build" -c docs/site -W --keep-going -q
