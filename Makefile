@@ -3,7 +3,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-VENV := .venv
+# The controller: CORE= (empty) is .venv, ansible-core 2.19 on Python 3.11; CORE=2.21 is .venv-2.21
+# (Python 3.13), CORE=2.20 is .venv-2.20 (Python 3.12). `make test-unit CORE=2.21` runs a tier on 2.21.
+CORE ?=
+VENV := $(if $(CORE),.venv-$(CORE),.venv)
+# `make demo` runs on the ansible-core users run today.
+DEMO_CORE := 2.21
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -11,19 +16,29 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: help setup setup-host setup-venv setup-py39 setup-vm setup-oracle setup-sid-root demo test test-unit test-unit-py39 \
-        test-integration test-fleet test-podman test-vm sanity lint molecule bench clean
+.PHONY: help setup setup-host setup-venv setup-matrix setup-docs setup-py39 setup-vm setup-oracle setup-sid-root demo docs test \
+        test-unit test-unit-py39 test-integration test-fleet test-podman test-vm test-galaxy test-2.21 sanity sanity-2.21 sanity-matrix lint \
+        docs-lint changelog-lint molecule molecule-default bench clean
 
 help:
-	@echo "make demo   set up, then run playbooks/demo.yml on localhost"
-	@echo "make test   set up, then run every test tier and gate"
+	@echo "make demo   set up, then run playbooks/demo.yml on localhost (ansible-core $(DEMO_CORE))"
+	@echo "make test   set up, then run every test tier and gate (ansible-core 2.19 and 2.21; sanity on 2.20 too)"
+	@echo "make docs   the collection's docs site (antsibull-docs + Sphinx) in .cache/docs/build/html"
 	@echo "make bench  benchmarks against the reference tools (see docs/benchmarks.md)"
 
 # ---- set-up (idempotent; downloads are cached in .cache/ and the venvs) ----
 setup-host:
 	scripts/setup-host.sh
+# the venv of CORE (.venv by default), and the collection link in .cache/collections
 setup-venv: setup-host
-	scripts/setup-venv.sh
+	scripts/setup-venv.sh $(CORE)
+# the other controllers of the matrix: ansible-core 2.20 (sanity only) and 2.21
+setup-matrix: setup-host
+	scripts/setup-venv.sh 2.20
+	scripts/setup-venv.sh 2.21
+# antsibull-docs, Sphinx and the theme, for make docs and docs-lint
+setup-docs:
+	scripts/setup-venv.sh docs
 setup-py39:
 	scripts/setup-py39.sh
 setup-vm: setup-host
@@ -37,12 +52,18 @@ setup-sid-root: setup-host
 setup: setup-host setup-venv
 
 # ---- the demo ----
-demo: setup
-	$(VENV)/bin/ansible-playbook playbooks/demo.yml
+demo: setup-host
+	scripts/setup-venv.sh $(DEMO_CORE)
+	PATH=$(CURDIR)/.venv-$(DEMO_CORE)/bin:$$PATH .venv-$(DEMO_CORE)/bin/ansible-playbook playbooks/demo.yml
+
+# ---- the docs site ----
+docs: setup-docs
+	scripts/build-docs.sh
 
 # ---- every tier and gate ----
-test: setup setup-py39 setup-vm setup-oracle setup-sid-root
-	$(MAKE) --no-print-directory test-unit test-unit-py39 test-integration test-fleet test-podman sanity lint molecule test-vm
+test: setup setup-py39 setup-vm setup-oracle setup-sid-root setup-matrix setup-docs
+	$(MAKE) --no-print-directory changelog-lint docs-lint test-unit test-unit-py39 test-integration test-fleet test-podman \
+	  sanity lint molecule test-vm test-2.21 sanity-2.21
 	@echo "make test: every tier and gate passed"
 
 test-unit:
@@ -68,17 +89,44 @@ test-podman:
 	@test -x $(SID_ROOT)/usr/bin/podman || { echo "test-podman: $(SID_ROOT) has no Podman: run make setup-sid-root" >&2; exit 1; }
 	$(PYTEST) tests/podman
 
+# Build the tarball, install it into a fresh path, run composefs.fleet.demo from there.
+test-galaxy:
+	$(PYTEST) tests/galaxy
+
+# The newest ansible-core (Python 3.13): the unit and integration tiers, the localhost molecule
+# scenario, and the user's build-install-run.
+test-2.21:
+	$(MAKE) --no-print-directory CORE=2.21 test-unit test-integration molecule-default test-galaxy
+
+# ansible-test sanity, empty ignore files, on the ansible-core of CORE
 sanity:
-	scripts/sanity.sh
+	scripts/sanity.sh $(if $(CORE),--core $(CORE))
+
+# make test runs sanity on 2.19 and 2.21; 2.20 too with sanity-matrix (passed, see docs/development.md)
+sanity-2.21:
+	scripts/sanity.sh --core 2.21
+
+sanity-matrix: sanity-2.21
+	scripts/sanity.sh --core 2.20
 
 lint:
 	$(VENV)/bin/ansible-lint --profile production
 
+# The docs as antsibull-docs renders them for the docs site: schemas, markup, references.
+docs-lint:
+	PATH=$(CURDIR)/.venv-docs/bin:$$PATH .venv-docs/bin/antsibull-docs lint-collection-docs --plugin-docs .
+
+changelog-lint:
+	.venv/bin/antsibull-changelog lint
+
 molecule:
 	molecule test --all
+
+molecule-default:
+	molecule test -s default
 
 bench: setup setup-oracle setup-sid-root
 	$(PY) bench/run.py
 
 clean:
-	rm -rf .cache/stage tests/output
+	rm -rf .cache/stage .cache/stage-* .cache/docs tests/output

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Copy the collection's files (tracked and untracked-but-not-ignored) into
-# .cache/stage/ansible_collections/composefs/fleet, the layout ansible-test needs.
+# STAGE/ansible_collections/composefs/fleet, the layout ansible-test needs.
+#   scripts/stage-collection.sh [STAGE]    STAGE defaults to .cache/stage
 # Prints the staged path.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-dest="$top/.cache/stage/ansible_collections/composefs/fleet"
+dest="${1:-$top/.cache/stage}/ansible_collections/composefs/fleet"
 rm -rf "$dest"
 mkdir -p "$dest"
 cd "$top"

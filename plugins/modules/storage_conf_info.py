@@ -242,6 +242,8 @@ def _which(name):
 
 def _run(argv, timeout=30):
     try:
+        # A hard timeout, which run_command does not have (a hung podman must not hang the play).
+        # pylint: disable-next=ansible-bad-function
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         return None, "", str(exc)

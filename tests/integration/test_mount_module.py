@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+import ansible
 import pytest
 
 import cfs_oracle
@@ -381,8 +382,11 @@ def test_not_root_is_refused(cfs):
         with open(args_file, "w") as f:
             json.dump({"ANSIBLE_MODULE_ARGS": dict(cfs.args(), _ansible_remote_tmp=shared)}, f)
         os.chmod(args_file, 0o644)
-        env = dict(os.environ, PYTHONPATH=os.path.join(TOP, ".cache", "collections"), HOME=shared)
-        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+        # The system Python, as on a managed node: nobody cannot run an interpreter kept under root's home
+        # (pyenv's, which the controller venvs use), so ansible's module_utils come through PYTHONPATH.
+        ansible_parent = os.path.dirname(os.path.dirname(ansible.__file__))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOP, ".cache", "collections"), ansible_parent]), HOME=shared)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
                                os.path.join(TOP, "plugins", "modules", "mount.py"), args_file],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env, cwd=shared,
                               check=False)
