@@ -720,8 +720,9 @@ def test_failed_fstab_write_rolls_the_new_mount_back(cfs, tmp_path, monkeypatch)
     monkeypatch.undo()
     _ok(exec_module("mount", cfs.args(state="ephemeral")))
     monkeypatch.setattr(persist, "write_fstab", write_fstab)
-    run = manager.MountRun(manager.Request(cfs.mnt, cfs.image["b"], [cfs.store], cfs.digest["b"], verity="userspace",
-                                          helper="never", state="mounted", fstab=str(fstab)))
+    request = manager.Request(cfs.mnt, cfs.image["b"], [cfs.store], cfs.digest["b"], verity="userspace",
+                              helper="never", state="mounted", fstab=str(fstab))
+    run = manager.MountRun(request)
     with pytest.raises(MountError):
         run.run()
     assert run.host_changed

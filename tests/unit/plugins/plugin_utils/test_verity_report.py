@@ -174,9 +174,9 @@ def test_python_missing(result, expected):
     assert python_missing(result) is expected
 
 
-def raw_ok(stdout=RAW_OUTPUT, paths=RAW_PATHS):
+def raw_ok(stdout=RAW_OUTPUT, paths=None):
     """The result of the verity_facts action on a host without Python (raw facts parsed on the controller)."""
-    return ok(parse_raw(stdout, paths))
+    return ok(parse_raw(stdout, RAW_PATHS if paths is None else paths))
 
 
 def test_host_records():
