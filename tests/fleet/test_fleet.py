@@ -202,8 +202,12 @@ def test_boot_facts_reads_the_host_without_python(fleet, tmp_path):
             rc, results, out = ansible(fleet, "fleet", "-m", "composefs.fleet.boot_facts", "-a",
                                        json.dumps(dict(sysroot=OSTREE_SYSROOT)), "--forks", "5", *check, output=True)
             assert rc == 0, (check, out)
-            # one task, no red output: the host without Python is neither failed nor "ignored", and nothing is warned
-            assert not re.search(r"FAILED|fatal|ignoring|\[ERROR\]|\[WARNING\]", out), out
+            # one task, no red output: the host without Python succeeds, and nothing is warned (but the harness's own
+            # use of --tree, which ansible-core 2.19 deprecates)
+            assert "nopy01 | SUCCESS => " in out and not re.search(r"FAILED|fatal|UNREACHABLE|ignoring|\[ERROR\]", out), out
+            warnings = [line for line in out.splitlines() if "WARNING]" in line and "--tree" not in line and "tree callback" not in line
+                        and "Deprecation warnings can be disabled" not in line]
+            assert warnings == [], warnings
             facts = dict((name, r["ansible_facts"]["composefs_boot"]) for name, r in results.items())
             assert dict((name, f["source"]) for name, f in facts.items()) == dict(ns01="module", ns02="module", nopy01="raw")
             assert not results[NOPY].get("failed") and results[NOPY]["changed"] is False
