@@ -21,6 +21,12 @@ MODULE = "composefs.fleet.boot_facts"
 ARGS = frozenset(("sysroot", "root", "bootc_status", "digests", "raw_fallback"))
 
 
+def _boolean(value):
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = ARGS
@@ -30,16 +36,14 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
-        fallback = args.get("raw_fallback", True)
-        if isinstance(fallback, str):
-            fallback = fallback.lower() in ("1", "true", "yes", "on")
+        fallback = _boolean(args.get("raw_fallback", True))
         module_result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         if not module_result.get("failed") or not fallback or not python_missing(module_result):
             result.update(module_result)
             return result
         sysroot = args.get("sysroot") or "/sysroot"
         try:
-            script = raw_script(sysroot)
+            script = raw_script(sysroot, digests=_boolean(args.get("digests", True)))
         except ValueError as exc:
             raise AnsibleActionFail(str(exc))
         raw = self._low_level_execute_command(script, sudoable=True)

@@ -5,8 +5,8 @@
 
 Runs once for the play (the verity_check role calls it with ``run_once``). It reads
 every host's registered composefs.fleet.verity_facts result (whose own action plugin
-reads hosts without Python through raw commands) and the host's own policy from
-``hostvars``, classifies the hosts with the logic in plugins/plugin_utils/verity_report.py,
+reads hosts without Python through raw commands), its composefs.fleet.boot_facts result
+(the "boot" column) and the host's own policy from ``hostvars``, classifies the hosts with the logic in plugins/plugin_utils/verity_report.py,
 and writes the report files into a directory on the controller, each only when its
 content changed. Nothing runs on a managed node, so there is no module execution and no
 delegation.
@@ -42,6 +42,7 @@ ARGUMENT_SPEC = dict(
     active_hosts=dict(type="list", elements="str"),
     module_var=dict(type="str", default="verity_check_module"),
     policy_var=dict(type="str", default="verity_check_host_policy"),
+    boot_var=dict(type="str", default="verity_check_boot"),
 )
 
 
@@ -117,7 +118,8 @@ class ActionModule(ActionBase):
                 return None
 
         records = [host_record(host, hostvar(host, params["module_var"]), active=host in active,
-                               policy=hostvar(host, params["policy_var"])) for host in hosts]
+                               policy=hostvar(host, params["policy_var"]), boot_result=hostvar(host, params["boot_var"]))
+                   for host in hosts]
         try:
             report = fleet_report(records, plain(params["policy"]), params["title"])
             rendered = render_all(report, params["formats"])
@@ -144,7 +146,8 @@ class ActionModule(ActionBase):
         except OSError as exc:
             raise AnsibleActionFail("cannot write the report in %s: %s" % (dest, exc)) from exc
 
-        verdicts = dict((h["host"], dict(verdict=h["verdict"], problems=[p["message"] for p in h["problems"]], message=h.get("message")))
+        verdicts = dict((h["host"], dict(verdict=h["verdict"], problems=[p["message"] for p in h["problems"]], message=h.get("message"),
+                                         boot=h["boot"].get("summary") if h["boot"]["status"] in ("ok", "raw") else None))
                         for h in report["hosts"])
         result.update(
             changed=changed,

@@ -18,6 +18,10 @@ description:
   - Runs entirely on the controller (an action plugin); call it once for the play (C(run_once)). It reads, for each host in O(hosts),
     the variables named by O(module_var) (the registered M(composefs.fleet.verity_facts) result, which for a host without Python
     holds the facts its raw fallback read) and O(policy_var) (the host's own policy).
+  - Each host also gets a C(boot) entry, the report's "boot" column, from its registered M(composefs.fleet.boot_facts) result
+    (O(boot_var)) - V(ostree), V(bootc) or V(none), composefs on or off, its mode and who decided it, fs-verity enforced or not,
+    signed or not, and the booted image's digest. A host whose boot facts could not be read (unreachable, failed, skipped, not
+    gathered, malformed) says so in that column; the column never changes the verdict.
   - Each host gets a verdict - V(pass), V(fail), V(unknown), V(unreachable) or V(error). Hosts without Python read through the raw
     fallback are marked "no python - raw facts only". The grouping and counts are jmespath queries.
   - Host data is untrusted. A host whose result, facts or own policy the report cannot use (a wrong type, a path entry without
@@ -76,6 +80,12 @@ options:
     description: The variable holding each host's own policy (same keys as O(policy)).
     type: str
     default: verity_check_host_policy
+  boot_var:
+    description:
+      - The variable holding each host's registered M(composefs.fleet.boot_facts) result, for the "boot" column.
+      - Hosts without it are shown as "not gathered".
+    type: str
+    default: verity_check_boot
 notes:
   - The report has no timestamps, so a run over an unchanged fleet changes nothing.
   - See docs/verity_check.md in the collection for the report format.
@@ -104,6 +114,13 @@ EXAMPLES = r"""
   register: verity_check_module
   ignore_errors: true
   ignore_unreachable: true
+
+- name: How each host boots composefs, for the report's "boot" column
+  composefs.fleet.boot_facts:
+  register: verity_check_boot
+  ignore_errors: true
+  ignore_unreachable: true
+  when: not (verity_check_module.unreachable | default(false))
 
 - name: Write the report once for the play
   composefs.fleet.verity_report:
@@ -148,10 +165,13 @@ groups:
   type: dict
   sample: {pass: [node-1], fail: [coreos-1], unknown: [], unreachable: [node-2], error: [node-3]}
 verdicts:
-  description: For each host, its C(verdict), C(problems) (messages) and C(message).
+  description:
+    - For each host, its C(verdict), C(problems) (messages), C(message), and C(boot) (the boot facts' C(summary), or V(null)
+      when they could not be read).
   returned: always
   type: dict
-  sample: {coreos-1: {verdict: fail, problems: ["/sysroot/ostree/repo (xfs): xfs has no fs-verity"], message: "no python: raw facts only"}}
+  sample: {coreos-1: {verdict: fail, problems: ["/sysroot/ostree/repo (xfs): xfs has no fs-verity"], message: "no python: raw facts only",
+                      boot: "ostree: best-effort"}}
 report:
   description: The report as written to C(report.json) (see docs/verity_check.md).
   returned: always

@@ -11,7 +11,8 @@ registered, and the policy. It does no I/O.
   (run with ``ansible.builtin.raw``), and its output turned into the same
   ``composefs`` facts the verity_facts module returns, with the same decisions
   (the module_utils functions are pure and shared).
-* :func:`host_record`: one host's outcome from its registered results.
+* :func:`host_record`: one host's outcome from its registered results (verity_facts and
+  boot_facts: the "boot" column, see boot_column.py).
 * :func:`evaluate`: the policy applied to one host.
 * :func:`fleet_report` and ``render_*``: the report as a dict, JSON, Markdown and HTML.
 """
@@ -48,6 +49,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.paths
 )
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.tools import EXTRA_DIRS, TOOLS, parse_version
+from ansible_collections.composefs.fleet.plugins.plugin_utils import boot_column
 from ansible_collections.composefs.fleet.plugins.plugin_utils.suggestions import did_you_mean
 
 REPORT_VERSION = 1
@@ -445,16 +447,64 @@ def _message(result):
     return "no result"
 
 
-def host_record(host, module_result, active=True, policy=None):
-    """One host's outcome: ``dict(host, status, facts, message, policy)``.
+def boot_entry(boot_result, module_result=None, active=True):
+    """The "boot" column of one host from its registered composefs.fleet.boot_facts result.
+
+    ``status`` is ``ok`` or ``raw`` (the facts, read by the module or through raw commands),
+    ``unreachable``, ``error`` (failed, or facts the report cannot use), ``skipped`` or
+    ``not_gathered`` (no boot_facts result), with ``message`` saying why; then the fields of
+    :func:`boot_column.boot_view`. ``module_result`` (the verity_facts result) explains a
+    missing or skipped one: the role does not try boot_facts on a host that was unreachable.
+    """
+    entry = dict(status=boot_column.BOOT_NOT_GATHERED, message=None)
+    verity_unreachable = isinstance(module_result, dict) and bool(module_result.get("unreachable"))
+    if not isinstance(boot_result, dict) or not boot_result or boot_result.get("skipped"):
+        if verity_unreachable:
+            entry.update(status=boot_column.BOOT_UNREACHABLE, message="unreachable")
+        elif not active:
+            entry.update(status=boot_column.BOOT_ERROR, message="the host failed or became unreachable before")
+        elif isinstance(boot_result, dict) and boot_result.get("skipped"):
+            entry.update(status=boot_column.BOOT_SKIPPED, message="boot_facts was skipped")
+        else:
+            entry["message"] = "no boot_facts result for this host"
+        return entry
+    if boot_result.get("unreachable"):
+        entry.update(status=boot_column.BOOT_UNREACHABLE, message="unreachable: %s" % _message(boot_result))
+        return entry
+    if boot_result.get("failed"):
+        if python_missing(boot_result):
+            entry.update(status=boot_column.BOOT_ERROR, message="no python, and the raw fallback is off")
+        else:
+            entry.update(status=boot_column.BOOT_ERROR, message="boot_facts failed: %s" % _message(boot_result))
+        return entry
+    facts = boot_result.get("ansible_facts")
+    facts = facts.get("composefs_boot") if isinstance(facts, dict) else None
+    if facts is None:
+        entry.update(status=boot_column.BOOT_ERROR, message="boot_facts returned no composefs_boot facts")
+        return entry
+    try:
+        view = boot_column.boot_view(facts)
+    except boot_column.MalformedBootFacts as exc:
+        entry.update(status=boot_column.BOOT_ERROR, message="malformed boot facts: %s" % exc)
+        return entry
+    entry.update(view)
+    entry["status"] = boot_column.BOOT_RAW if view["source"] == "raw" else boot_column.BOOT_OK
+    return entry
+
+
+def host_record(host, module_result, active=True, policy=None, boot_result=None):
+    """One host's outcome: ``dict(host, status, facts, message, policy, boot)``.
 
     ``module_result`` is the registered result of composefs.fleet.verity_facts (whose
     action plugin reads hosts without Python through raw commands). ``status`` is ``ok``
     (module facts), ``raw`` (no Python: raw facts), ``unreachable`` or ``error``.
     ``active`` False means the host was no longer in the play; ``policy``, when given,
-    overrides the report's policy for this host.
+    overrides the report's policy for this host. ``boot_result`` is the registered result
+    of composefs.fleet.boot_facts, for the "boot" column (:func:`boot_entry`); it does not
+    change the verdict.
     """
-    record = dict(host=host, status=ERROR, facts=None, message=None, policy=policy)
+    record = dict(host=host, status=ERROR, facts=None, message=None, policy=policy,
+                  boot=boot_entry(boot_result, module_result, active))
     if not isinstance(module_result, dict) or not module_result:
         if not active:
             record["message"] = "the host failed or became unreachable before verity_check ran"
@@ -603,7 +653,7 @@ def evaluate(record, policy):
     """The policy applied to one host record: adds ``verdict``, ``problems``, ``kernel``, ``paths`` (report views)."""
     policy = normalize_policy(policy)
     out = dict(host=record["host"], status=record["status"], message=record.get("message"),
-               note=RAW_NOTE if record["status"] == "raw" else None)
+               note=RAW_NOTE if record["status"] == "raw" else None, boot=_boot_of(record))
     if record.get("policy"):
         try:
             own = normalize_policy(record["policy"], "the host's own policy")
@@ -672,6 +722,11 @@ def evaluate(record, policy):
     return out
 
 
+def _boot_of(record):
+    boot = record.get("boot")
+    return boot if isinstance(boot, dict) and boot.get("status") else boot_entry(None)
+
+
 # ---- the fleet report ----
 
 def fleet_report(records, policy=None, title="composefs fs-verity fleet report"):
@@ -685,7 +740,7 @@ def fleet_report(records, policy=None, title="composefs fs-verity fleet report")
         try:
             hosts.append(evaluate(record, policy))
         except _HOST_FAILURES as exc:
-            out = dict(host=record["host"], status=ERROR, message=None, note=None)
+            out = dict(host=record["host"], status=ERROR, message=None, note=None, boot=_boot_of(record))
             hosts.append(_host_error(out, "cannot evaluate this host's facts: %s: %s" % (type(exc).__name__, _excerpt(exc, 200))))
     data = dict(hosts=hosts)
     counts = dict((verdict, _search("length(hosts[?verdict=='%s'])" % verdict, data)) for verdict in HOST_VERDICTS)
@@ -698,8 +753,24 @@ def fleet_report(records, policy=None, title="composefs fs-verity fleet report")
         counts=counts,
         groups=groups,
         raw_only=_search("hosts[?status=='raw'].host", data),
+        boot_counts=_boot_counts(hosts),
         hosts=hosts,
     )
+
+
+def _boot_counts(hosts):
+    """Hosts per boot summary (``ostree: best-effort``...), and ``not read`` for those whose boot facts are missing."""
+    counts = {}
+    for host in hosts:
+        boot = host["boot"]
+        key = boot["summary"] if boot["status"] in (boot_column.BOOT_OK, boot_column.BOOT_RAW) else "not read"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _boot_line(report):
+    counts = report.get("boot_counts") or {}
+    return ", ".join("%d %s" % (n, summary) for summary, n in counts.items()) or "no hosts"
 
 
 def render_json(report):
@@ -755,8 +826,10 @@ def render_markdown(report):
             _md(", ".join(report["policy"]["required_kernel_features"])) or "none",
             _md(", ".join(report["policy"]["required_paths"])) or "every path examined"),
         "",
-        "| host | verdict | kernel | fs-verity | path | fs | verity | reason |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Boot: %s." % _md(_boot_line(report)),
+        "",
+        "| host | verdict | kernel | fs-verity | boot | path | fs | verity | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for verdict in HOST_VERDICTS:
         for host in report["hosts"]:
@@ -766,12 +839,13 @@ def render_markdown(report):
             release = kernel.get("release") or ""
             fs_verity = _yes_no(kernel.get("fs_verity")) if host.get("kernel") else ""
             note = host.get("note") or (host.get("message") if not host.get("paths") else None)
-            head = [_md(host["host"]), _md(verdict + (" (%s)" % note if note else "")), _md(release), fs_verity]
+            head = [_md(host["host"]), _md(verdict + (" (%s)" % note if note else "")), _md(release), fs_verity,
+                    _md(boot_column.cell_text(_boot_of(host)))]
             if not host.get("paths"):
                 lines.append("| %s | | | | |" % " | ".join(head))
                 continue
             for i, path in enumerate(host["paths"]):
-                cells = head if i == 0 else ["", "", "", ""]
+                cells = head if i == 0 else ["", "", "", "", ""]
                 lines.append("| %s | %s | %s | %s | %s |" % (
                     " | ".join(cells), _md(path["path"]), _md(path["fstype"]), _md(path["verity"]), _md(path["reason"])))
     problems = [(h["host"], p) for h in report["hosts"] for p in h.get("problems") or []]
@@ -779,7 +853,25 @@ def render_markdown(report):
         lines += ["", "## Problems", ""]
         lines += ["- %s: %s%s" % (_md(host), _md(p["message"]), " (%s)" % _md("; ".join(p["evidence"])) if p.get("evidence") else "")
                   for host, p in problems]
+    notes = [(h["host"], note) for h in report["hosts"] for note in _boot_notes(_boot_of(h))]
+    if notes:
+        lines += ["", "## Boot", ""]
+        lines += ["- %s: %s" % (_md(host), _md(note)) for host, note in notes]
     return "\n".join(lines) + "\n"
+
+
+def _boot_notes(boot):
+    """What the boot column abbreviates: a change waiting for the initramfs or a reboot, the booted digest in full, errors."""
+    if boot["status"] not in (boot_column.BOOT_OK, boot_column.BOOT_RAW) or boot.get("kind") == "none":
+        return []
+    notes = []
+    if boot.get("pending"):
+        notes.append("pending: prepare-root.conf says %s, this boot ran %s (regenerate the initramfs and reboot)"
+                     % (boot.get("configured_mode"), boot.get("mode")))
+    if boot.get("booted_digest") and boot["booted_digest"] != boot_column.short_digest(boot["booted_digest"]):
+        notes.append("booted digest %s" % boot["booted_digest"])
+    notes.extend("boot_facts: %s" % error for error in boot.get("errors") or [])
+    return notes
 
 
 _CSS = """
@@ -791,8 +883,8 @@ h2 { font-size: 1.15rem; margin: 1.5rem 0 .4rem 0; }
 .counts .total { background: #24292f; }
 .policy { color: #57606a; font-size: .9rem; }
 table { border-collapse: collapse; width: 100%; margin-bottom: .5rem; table-layout: fixed; }
-col.c-host { width: 13%; } col.c-verdict { width: 10%; } col.c-kernel { width: 13%; } col.c-verity { width: 7%; }
-col.c-paths { width: 37%; } col.c-problems { width: 20%; }
+col.c-host { width: 11%; } col.c-verdict { width: 9%; } col.c-kernel { width: 11%; } col.c-verity { width: 6%; }
+col.c-boot { width: 18%; } col.c-paths { width: 29%; } col.c-problems { width: 16%; }
 th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid #d0d7de; font-size: .9rem; overflow-wrap: anywhere; }
 th { background: #f6f8fa; }
 tr.host td:first-child { border-left: .45rem solid transparent; }
@@ -805,6 +897,12 @@ ul.paths li { margin: .1rem 0; }
 .fsverity-yes { color: #1a7f37; font-weight: 600; }
 .fsverity-no { color: #cf222e; font-weight: 600; }
 .fsverity-unknown { color: #9a6700; font-weight: 600; }
+.boot-summary { font-weight: 600; }
+.boot-signed, .boot-enforced { color: #1a7f37; }
+.boot-best-effort { color: #9a6700; }
+.boot-off { color: #cf222e; }
+.boot-none, .boot-missing { color: #57606a; }
+ul.boot { margin: .1rem 0 0 0; padding-left: 1rem; color: #57606a; font-size: .85rem; }
 """
 
 
@@ -843,10 +941,30 @@ def _html_host_row(host):
     return (
         '<tr class="host verdict-%s" data-host="%s" data-verdict="%s" data-status="%s">'
         '<td><span class="hostname">%s</span>%s</td><td><span class="badge verdict-%s">%s</span></td>'
-        '<td>%s</td><td>%s</td><td>%s</td><td class="problems">%s</td></tr>' % (
+        '<td>%s</td><td>%s</td>%s<td>%s</td><td class="problems">%s</td></tr>' % (
             verdict, e(host["host"]), verdict, e(host.get("status") or ""), e(host["host"]), host_notes, verdict, e(verdict),
-            e(kernel.get("release") or ""), fs_verity, '<ul class="paths">%s</ul>' % "".join(paths) if paths else "",
-            "".join(problems)))
+            e(kernel.get("release") or ""), fs_verity, _html_boot_cell(_boot_of(host)),
+            '<ul class="paths">%s</ul>' % "".join(paths) if paths else "", "".join(problems)))
+
+
+def _html_boot_cell(boot):
+    """The "boot" cell: the summary in its level's colour, then the details; the full digest and the notes in tooltips."""
+    e = html.escape
+    missing = boot_column.not_read(boot)
+    if missing is not None:
+        return '<td class="boot" data-boot-status="%s"><span class="boot-missing">%s</span></td>' % (e(boot["status"]), e(missing))
+    items = []
+    for phrase in boot_column.details(boot):
+        title = ""
+        if phrase.startswith("digest ") and boot.get("booted_digest"):
+            title = boot["booted_digest"]
+        elif phrase.endswith(" error") or phrase.endswith(" errors"):
+            title = "; ".join(boot.get("errors") or [])
+        items.append('<li%s>%s</li>' % (' title="%s"' % e(title) if title else "", e(phrase)))
+    return ('<td class="boot" data-boot-status="%s" data-boot-kind="%s" data-boot-level="%s">'
+            '<span class="boot-summary boot-%s">%s</span>%s</td>' % (
+                e(boot["status"]), e(boot["kind"]), e(boot["level"]), e(boot["level"]), e(boot["summary"]),
+                '<ul class="boot">%s</ul>' % "".join(items) if items else ""))
 
 
 def render_html(report):
@@ -874,6 +992,7 @@ def render_html(report):
     policy = report["policy"]
     out.append('<p class="policy">Policy: kernel features %s; paths %s.</p>' % (
         e(", ".join(policy["required_kernel_features"]) or "none"), e(", ".join(policy["required_paths"]) or "every path examined")))
+    out.append('<p class="policy boot-counts">Boot: %s.</p>' % e(_boot_line(report)))
     for verdict in HOST_VERDICTS:
         hosts = [h for h in report["hosts"] if h["verdict"] == verdict]
         if not hosts:
@@ -881,8 +1000,9 @@ def render_html(report):
         out.append('<section class="group" id="group-%s" data-verdict="%s">' % (verdict, verdict))
         out.append('<h2><span class="badge verdict-%s">%s</span> %s</h2>' % (verdict, e(verdict), _hosts(len(hosts))))
         out.append('<table><colgroup><col class="c-host"><col class="c-verdict"><col class="c-kernel"><col class="c-verity">'
-                   '<col class="c-paths"><col class="c-problems"></colgroup>')
-        out.append("<thead><tr><th>host</th><th>verdict</th><th>kernel</th><th>fs-verity</th><th>paths</th><th>problems</th></tr></thead><tbody>")
+                   '<col class="c-boot"><col class="c-paths"><col class="c-problems"></colgroup>')
+        out.append("<thead><tr><th>host</th><th>verdict</th><th>kernel</th><th>fs-verity</th><th>boot</th><th>paths</th>"
+                   "<th>problems</th></tr></thead><tbody>")
         out.extend(_html_host_row(host) for host in hosts)
         out.append("</tbody></table>")
         out.append("</section>")

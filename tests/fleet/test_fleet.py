@@ -5,14 +5,20 @@ A missing prerequisite (root, iproute2, openssh-server, mkfs tools, the guest ke
 VM host...) FAILS the test, naming it; nothing here skips.
 """
 
+import base64
+import hashlib
 import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
+from glib_helper import serialize, write_ostree_booted
+
+from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import data_digest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,8 +48,8 @@ def require(vm=False):
         pytest.fail("the test fleet cannot be built:\n  " + "\n  ".join(problems), pytrace=False)
 
 
-def ansible(fleet, pattern, *args):
-    """Ad-hoc ansible on the fleet's inventory; returns (exit code, {host: result}) from ``--tree``."""
+def ansible(fleet, pattern, *args, output=False):
+    """Ad-hoc ansible on the fleet's inventory; returns (exit code, {host: result}) from ``--tree``, and its output if asked."""
     tree = os.path.join(fleet.state_dir, "ansible-tree")
     if os.path.isdir(tree):
         for name in os.listdir(tree):
@@ -57,6 +63,8 @@ def ansible(fleet, pattern, *args):
             results[name] = json.load(f)
     if not results:
         pytest.fail("ansible reported no host (exit %d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr), pytrace=False)
+    if output:
+        return proc.returncode, results, proc.stdout + proc.stderr
     return proc.returncode, results
 
 
@@ -140,6 +148,97 @@ def test_verity_facts_reads_the_host_without_python(fleet):
         assert [(e["path"], e["fstype"], e["verity"]) for e in raw["paths"]] == [(e["path"], e["fstype"], e["verity"]) for e in module["paths"]]
         assert raw["missing_paths"] == module["missing_paths"] == ["/nonexistent"]
         assert raw["kernel"]["fs_verity"] == module["kernel"]["fs_verity"]
+
+
+# An ostree-booted look for a fleet host, all of it in the host's own tmpfs mounts: the sysroot in its /srv,
+# /run/ostree-booted in its /run (the harness gives every namespace host both; nothing reaches the machine).
+OSTREE_SYSROOT = "/srv/sysroot"
+OSTREE_OSNAME = "fleetos"
+CFS_IMAGE = b"the fleet test's stand-in for a deployment's composefs image\n" * 100
+COMMIT_TYPE = "(a{sv}aya(say)sstayay)"
+
+
+def _ay(data):
+    return "[%s]" % ", ".join("byte 0x%02x" % b for b in data) if data else "@ay []"
+
+
+def ostree_commit(cfs_digest):
+    """A commit object as ostree writes it (GVariant serialized by GLib), carrying the image's composefs digest."""
+    text = "({'ostree.composefs.digest.v0': <%s>, 'version': <'1'>}, @ay [], @a(say) [], 'fleet commit', '', uint64 0, %s, %s)" % (
+        _ay(cfs_digest), _ay(hashlib.sha256(b"dirtree").digest()), _ay(hashlib.sha256(b"dirmeta").digest()))
+    return bytes.fromhex(serialize([[COMMIT_TYPE, text]])[0]["hex"])
+
+
+def make_ostree_host(fleet, name, tmp_path):
+    """One deployment (commit, origin, .ostree.cfs), the repository config and /run/ostree-booted naming it as booted."""
+    digest = data_digest(CFS_IMAGE)
+    commit = ostree_commit(digest)
+    checksum = hashlib.sha256(commit).hexdigest()  # an ostree commit is named by the SHA-256 of its bytes
+    deploy = "%s/ostree/deploy/%s/deploy/%s.0" % (OSTREE_SYSROOT, OSTREE_OSNAME, checksum)
+    objects = "%s/ostree/repo/objects/%s" % (OSTREE_SYSROOT, checksum[:2])
+    files = [(deploy + "/.ostree.cfs", CFS_IMAGE), ("%s/%s.commit" % (objects, checksum[2:]), commit),
+             (deploy + ".origin", b"[origin]\nrefspec=fleetos:fleetos/stable\n"),
+             (OSTREE_SYSROOT + "/ostree/repo/config", b"[core]\nrepo_version=1\nmode=bare\n\n[ex-integrity]\ncomposefs=true\n")]
+    script = ["set -e", "mkdir -p %s %s" % (shlex.quote(deploy), shlex.quote(objects))]
+    script += ["echo %s | base64 -d > %s" % (base64.b64encode(data).decode(), shlex.quote(path)) for path, data in files]
+    script.append("stat -c '%%d %%i' %s" % shlex.quote(deploy))
+    dev, ino = (int(n) for n in fleet.ssh(name, "; ".join(script)).stdout.split())
+    booted = tmp_path / ("ostree-booted-" + name)
+    write_ostree_booted(booted, {
+        "composefs": ["b", "true"], "composefs.verity": ["b", "false"], "sysroot-ro": ["b", "true"],
+        "root.transient": ["b", "false"], "root.transient-ro": ["b", "false"],
+        "backing-root-device-inode": ["(tt)", "(uint64 %d, uint64 %d)" % (dev, ino)],
+    })
+    fleet.ssh(name, "echo %s | base64 -d > /run/ostree-booted" % base64.b64encode(booted.read_bytes()).decode())
+    return dict(checksum=checksum, digest=digest.hex())
+
+
+def test_boot_facts_reads_the_host_without_python(fleet, tmp_path):
+    """composefs.fleet.boot_facts over the fleet: the host without Python gets the full facts via raw, as the module reads them."""
+    ostree_hosts = ["ns01", NOPY]
+    try:
+        made = dict((name, make_ostree_host(fleet, name, tmp_path)) for name in ostree_hosts)
+        for check in ([], ["--check"]):
+            rc, results, out = ansible(fleet, "fleet", "-m", "composefs.fleet.boot_facts", "-a",
+                                       json.dumps(dict(sysroot=OSTREE_SYSROOT)), "--forks", "5", *check, output=True)
+            assert rc == 0, (check, out)
+            # one task, no red output: the host without Python succeeds, and nothing is warned (but the harness's own
+            # use of --tree, which ansible-core 2.19 deprecates)
+            assert "nopy01 | SUCCESS => " in out and not re.search(r"FAILED|fatal|UNREACHABLE|ignoring|\[ERROR\]", out), out
+            warnings = [line for line in out.splitlines() if "WARNING]" in line and "--tree" not in line and "tree callback" not in line
+                        and "Deprecation warnings can be disabled" not in line]
+            assert warnings == [], warnings
+            facts = dict((name, r["ansible_facts"]["composefs_boot"]) for name, r in results.items())
+            assert dict((name, f["source"]) for name, f in facts.items()) == dict(ns01="module", ns02="module", nopy01="raw")
+            assert not results[NOPY].get("failed") and results[NOPY]["changed"] is False
+            assert (facts["ns02"]["kind"], facts["ns02"]["summary"]) == ("none", "none")
+            raw, module = facts[NOPY], facts["ns01"]
+            # the full facts via raw: the booted deployment (by the device and inode /run/ostree-booted records), its
+            # commit and its image's digest (fsverity digest on the host) equal to the commit's composefs digest
+            assert raw["errors"] == [] and raw["kind"] == "ostree" and raw["summary"] == "ostree: best-effort"
+            assert raw["booted_deployment"] == made[NOPY]["checksum"] + ".0"
+            cfs = raw["composefs"]
+            assert (cfs["enabled"], cfs["mode"], cfs["decided_by"], cfs["verity_enforced"], cfs["signed"]) == (
+                True, "yes", "/run/ostree-booted", False, False)
+            # no prepare-root.conf on this host: ostree's default (no) differs from what this boot did
+            assert (cfs["configured_mode"], cfs["configured_by"], cfs["pending"]) == ("no", "default", True)
+            assert cfs["image_digest"] == cfs["image_digest_expected"] == made[NOPY]["digest"] and cfs["image_matches_commit"] is True
+            [dep] = raw["deployments"]
+            assert dep["booted"] and dep["commit"]["subject"] == "fleet commit" and dep["origin"] == {"origin": {"refspec": "fleetos:fleetos/stable"}}
+            assert dep["composefs_image"]["enabled"] is False  # this machine's kernel has no fs-verity: measured by nobody
+            assert raw["run_ostree_booted"]["composefs"] is True and raw["run_ostree_booted"]["sysroot-ro"] is True
+            assert raw["repository"]["config"]["composefs"] == "yes"
+            # the same facts as the module decides on a host with Python and the same sysroot
+            for key in ("kind", "summary", "errors"):
+                assert raw[key] == module[key], key
+            assert raw["booted_deployment"].split(".")[0] == made[NOPY]["checksum"] == made["ns01"]["checksum"]
+            assert raw["composefs"] == module["composefs"]
+            assert [(d["checksum"], d["booted"], d["commit"], d["origin"]) for d in raw["deployments"]] == \
+                [(d["checksum"], d["booted"], d["commit"], d["origin"]) for d in module["deployments"]]
+            assert raw["repository"]["config"] == module["repository"]["config"]
+    finally:
+        for name in ostree_hosts:
+            fleet.ssh(name, "rm -rf %s /run/ostree-booted" % OSTREE_SYSROOT, check=False)
 
 
 def test_each_host_has_its_own_filesystems(fleet):

@@ -98,8 +98,17 @@ def test_report_covers_every_host(fleet):
     assert report["counts"] == dict(total=4, fail=3, unreachable=1, error=0, unknown=0, **{"pass": 0})
     assert report["groups"]["fail"] == ["verity-fs", "other-fs", "coreos-like"] and report["raw_only"] == ["coreos-like"]
 
+    # the boot column (boot_facts): this machine boots neither ostree nor bootc; the host without Python is read with raw
+    # commands too; the unreachable host is not tried a second time, and its cell says why it is empty
+    boots = dict((name, (h["boot"]["status"], h["boot"].get("kind"), h["boot"].get("summary"))) for name, h in hosts.items())
+    assert boots == {"verity-fs": ("ok", "none", "none"), "other-fs": ("ok", "none", "none"), "coreos-like": ("raw", "none", "none"),
+                     "gone": ("unreachable", None, None)}, boots
+    assert report["boot_counts"] == {"none": 3, "not read": 1}
+    assert "boot: 3 none, 1 not read" in proc.stdout
+
     markdown = (report_dir / "report.md").read_text(encoding="utf-8")
-    assert "| coreos-like | fail (no python: raw facts only) |" in markdown
+    assert "| coreos-like | fail (no python: raw facts only) | %s | no | none |" % os.uname().release in markdown
+    assert "| gone | unreachable (" in markdown and "| not read: unreachable |" in markdown
     assert "| %s | xfs | unsupported | kernel built without CONFIG_FS_VERITY |" % m["xfs"] in markdown
     page = (report_dir / "report.html").read_text(encoding="utf-8")
     for name in hosts:

@@ -6,7 +6,8 @@
 The script prints sections ``@@KIND ARGS`` followed by their lines; files come
 base64-encoded (coreutils ``base64``, present on CoreOS). Every command is optional:
 what is missing stays unknown. The fs-verity digest of ``.ostree.cfs`` comes from
-``fsverity measure`` when the host has it (the image is not copied over).
+``fsverity measure`` (the kernel's, when the image has fs-verity) and ``fsverity digest``
+(computed on the host) when the host has fsverity-utils; the image is not copied over.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +21,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.boot.source import
 
 _SCRIPT = r"""
 S=%(sysroot)s
+DIGESTS=%(digests)d
 echo '@@cmdline'; cat /proc/cmdline 2>/dev/null
 echo '@@mountinfo'; cat /proc/self/mountinfo 2>/dev/null
 emit() { [ -f "$1" ] && { echo "@@file $1"; base64 -w0 < "$1" 2>/dev/null || base64 < "$1" | tr -d '\n'; echo; }; }
@@ -39,7 +41,10 @@ for o in "$S"/ostree/deploy/*/deploy; do
     emit "$S/ostree/repo/objects/$(echo "$c" | cut -c1-2)/$(echo "$c" | cut -c3-).commit"
     if [ -e "$d/.ostree.cfs" ]; then
       echo "@@exists $d/.ostree.cfs"
-      if command -v fsverity >/dev/null 2>&1; then echo "@@measure $d/.ostree.cfs"; fsverity measure "$d/.ostree.cfs" 2>/dev/null; fi
+      if command -v fsverity >/dev/null 2>&1; then
+        echo "@@measure $d/.ostree.cfs"; fsverity measure "$d/.ostree.cfs" 2>/dev/null
+        [ "$DIGESTS" = 1 ] && { echo "@@digest $d/.ostree.cfs"; fsverity digest "$d/.ostree.cfs" 2>/dev/null; }
+      fi
     fi
   done
 done
@@ -51,11 +56,15 @@ echo '@@end'
 """
 
 
-def raw_script(sysroot="/sysroot"):
-    """The POSIX sh script that prints what :func:`parse_raw` reads."""
+def raw_script(sysroot="/sysroot", digests=True):
+    """The POSIX sh script that prints what :func:`parse_raw` reads.
+
+    ``digests``: also compute the fs-verity digest of each ``.ostree.cfs`` with ``fsverity digest``
+    (reads the image on the host), as the module does for images without fs-verity.
+    """
     if not sysroot.startswith("/") or any(c in sysroot for c in "'\"`$\\ \n;&|<>*?"):
         raise ValueError("sysroot must be a plain absolute path, not %r" % sysroot)
-    return _SCRIPT % dict(sysroot=sysroot)
+    return _SCRIPT % dict(sysroot=sysroot, digests=1 if digests else 0)
 
 
 def _sections(stdout):
@@ -70,6 +79,12 @@ def _sections(stdout):
             lines.append(line)
     if name is not None:
         yield name, arg, lines
+
+
+def _sha256(lines):
+    head = lines[0].split(" ", 1)[0] if lines else ""
+    hexdigest = head[len("sha256:"):] if head.startswith("sha256:") else ""
+    return hexdigest.lower() if len(hexdigest) == 64 and all(c in "0123456789abcdefABCDEF" for c in hexdigest) else None
 
 
 def parse_raw(stdout):
@@ -98,17 +113,22 @@ def parse_raw(stdout):
                 devinos[arg] = (int(parts[0]), int(parts[1]))
         elif name == "resolve" and arg and lines and lines[0].startswith("/"):
             resolved[arg] = lines[0]
-        elif name == "measure" and arg and lines:
+        elif name == "measure" and arg:
             # "sha256:HEX PATH"; fsverity prints nothing (and fails) for files without fs-verity.
-            head = lines[0].split(" ", 1)[0]
-            if head.startswith("sha256:"):
-                verity[arg] = dict(enabled=True, measured=head[len("sha256:"):])
+            head = _sha256(lines)
+            verity.setdefault(arg, {}).update(enabled=head is not None, measured=head)
+        elif name == "digest" and arg:
+            # the same line from "fsverity digest" (computed from the bytes, without the kernel)
+            head = _sha256(lines)
+            if head is not None:
+                verity.setdefault(arg, {})["digest"] = head
         elif name == "bootc-status":
             status = "\n".join(lines) or None
         elif name == "end":
             complete = True
     for path in existing:
-        verity.setdefault(path, dict(enabled=None, error="raw: fs-verity of %s unknown (no fsverity command on the host)" % path))
+        if path not in verity or "enabled" not in verity[path]:
+            verity.setdefault(path, {}).update(enabled=None, error="raw: fs-verity of %s unknown (no fsverity command on the host)" % path)
     src = DumpSource(files=files, dirs=dirs, devinos=devinos, resolved=resolved, verity=verity, existing=existing,
                      directories=directories)
     return src, cmdline, mountinfo, status, complete

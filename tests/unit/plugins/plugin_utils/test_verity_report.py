@@ -291,11 +291,11 @@ def test_render_markdown_table():
     lines = text.splitlines()
     assert lines[0] == "# fleet"
     assert "6 hosts: 2 fail, 1 error, 1 unreachable, 2 unknown, 0 pass." in text
-    header = "| host | verdict | kernel | fs-verity | path | fs | verity | reason |"
+    header = "| host | verdict | kernel | fs-verity | boot | path | fs | verity | reason |"
     rows = lines[lines.index(header) + 2:]
     rows = rows[:rows.index("")] if "" in rows else rows
-    assert rows and all(len(re.split(r"(?<!\\)\|", row)) == 10 for row in rows), rows
-    assert any(row.startswith("| coreos | unknown (no python: raw facts only) | 6.12.117+deb13-amd64 | yes |") for row in rows)
+    assert rows and all(len(re.split(r"(?<!\\)\|", row)) == 11 for row in rows), rows
+    assert any(row.startswith("| coreos | unknown (no python: raw facts only) | 6.12.117+deb13-amd64 | yes | not gathered") for row in rows)
     assert any(row.startswith("| gone | unreachable (ssh: connect to host gone port 22: Connection refused) |") for row in rows)
     assert "| /srv/xfs | xfs | unsupported | xfs has no fs-verity |" in text
 
