@@ -380,17 +380,20 @@ def pull(path, url, ref=None, digest=None, dest_ref=None, algorithm=None, insecu
     work = tempfile.mkdtemp(prefix="composefs-pull-", dir=tmpdir)
     try:
         image_file = os.path.join(work, "image")
+        prefetched = None
+        if not exists:
+            # The image first: a ref the server lacks, or an image that is not one, creates nothing.
+            prefetched = out["digest"] = fetch_image(source, ref, digest, algorithm, image_file, counter)
+            out["image_fetched"] = True
+            objects = image_objects_of_file(image_file, algorithm, prefetched)
         out["initialized"], _info = repository.init(path, algorithm, erofs_version, insecure, check_mode)
         if out["initialized"] and check_mode:
-            out["digest"] = fetch_image(source, ref, digest, algorithm, image_file, counter)
-            out["image_fetched"] = True
-            objects = image_objects_of_file(image_file, algorithm, out["digest"])
             out.update(objects_missing=len(objects), objects_fetched=len(objects), changed=True,
                        refs_after={dest_ref: out["digest"]} if dest_ref else {}, bytes_fetched=counter.value)
             return out
         with repository.Repository(path) as repo:
             with repo.lock(exclusive=False, timeout=lock_timeout):
-                _pull_into(repo, source, ref, digest, dest_ref, image_file, workers, counter, check_mode, out)
+                _pull_into(repo, source, ref, digest, dest_ref, image_file, workers, counter, check_mode, out, prefetched)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["bytes_fetched"] = counter.value
@@ -399,16 +402,19 @@ def pull(path, url, ref=None, digest=None, dest_ref=None, algorithm=None, insecu
     return out
 
 
-def _pull_into(repo, source, ref, digest, dest_ref, image_file, workers, counter, check_mode, out):
+def _pull_into(repo, source, ref, digest, dest_ref, image_file, workers, counter, check_mode, out, prefetched=None):
     store = repo.store()
     out["refs_before"] = repo.refs()
     out["ref_before"] = out["refs_before"].get(dest_ref) if dest_ref else None
-    have_image = digest is not None and store.check_object(digest) == "ok"
+    have_image = prefetched is None and digest is not None and store.check_object(digest) == "ok"
     if have_image:
         objects = repo.image_objects(digest)
     else:
-        digest = fetch_image(source, ref, digest, repo.algorithm, image_file, counter)
-        out["image_fetched"] = True
+        if prefetched is None:
+            digest = fetch_image(source, ref, digest, repo.algorithm, image_file, counter)
+            out["image_fetched"] = True
+        else:
+            digest = prefetched
         have_image = store.check_object(digest) == "ok"
         objects = image_objects_of_file(image_file, repo.algorithm, digest)
     out["digest"] = digest
