@@ -281,6 +281,8 @@ class _ObjectFetcher:
         for fresh in (False, True):
             with self.store_lock:
                 tmp, fd, have = self.store.open_staging(digest, staging_name(digest))
+            # The staging file stays open (and flocked) until it is renamed to a name of this run or removed:
+            # a concurrent pull of the same object cannot take it over in between.
             try:
                 if fresh and have:
                     os.ftruncate(fd, 0)
@@ -289,26 +291,30 @@ class _ObjectFetcher:
                 os.fsync(fd)
                 got = file_digest(fd, self.store.hash_algorithm).hex()
                 size = os.fstat(fd).st_size
+                with self.store_lock:
+                    if got == digest:
+                        tmp = self.store.claim_staged(tmp)
+                    else:
+                        self.store.discard_staged(tmp)
+                        tmp = None
             except BaseException:
-                os.close(fd)
                 with self.store_lock:
                     self.store.discard_staged(tmp)
                 raise
-            os.close(fd)
-            if got == digest:
-                break
-            with self.store_lock:
-                self.store.discard_staged(tmp)
+            finally:
+                os.close(fd)  # fs-verity can be enabled only once no writable descriptor is open
+            if tmp is not None:
+                with self.store_lock:
+                    self.store.publish_staged(tmp, digest, "the object %s from %s" % (digest, url), hashed=True)
+                if resumed:
+                    with self._resumed_lock:
+                        self.resumed += 1
+                return size
             if not resumed or fresh:
                 raise PullError("the object %s at %s is corrupt or truncated on the server: %d bytes with the fs-verity "
                                 "%s digest %s; it was refused and not stored" % (digest, url, size, self.store.hash_algorithm, got))
             # What an earlier attempt left may have been the bad part: once more, from the start.
-        if resumed:
-            with self._resumed_lock:
-                self.resumed += 1
-        with self.store_lock:
-            self.store.publish_staged(tmp, digest, "the object %s from %s" % (digest, url), hashed=True)
-        return size
+        raise PullError("the object %s at %s could not be fetched" % (digest, url))  # not reached
 
 
 def fetch_objects(source, store, missing, workers, counter):
@@ -429,6 +435,8 @@ def _pull_into(repo, source, ref, digest, dest_ref, image_file, workers, counter
     repo.require_writable()
     if missing:
         try:
+            # Staging files of long-dead runs go (not those of a run killed within STALE_TEMP_GRACE: they are resumed).
+            store.clean_stale_temp_files()
             out["objects_resumed"] = fetch_objects(source, store, missing, workers, counter)
         except ObjectStoreError as exc:
             raise PullError(str(exc))

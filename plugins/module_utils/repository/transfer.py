@@ -231,6 +231,7 @@ def import_bundle(repo, bundle, digest, check_mode=False):
         store = repo.store()
         staged = []
         try:
+            store.clean_stale_temp_files()  # staging files of killed runs, once no other writer is active
             staged = _stage_entries(store, f, entries, bundle)
             store.sync_staged([tmp for tmp, _d in staged])
             # The image last: an image whose objects are all in place before it appears.
