@@ -194,3 +194,18 @@ def test_plans_refuse_mismatches(tmp_path):
         transfer.host_plan(str(full), digest, [], "sha256")
     with pytest.raises(RepositoryError, match="not an object path"):
         transfer.host_plan(str(tmp_path / "new"), digest, ["../../etc/passwd"], "sha256")
+
+
+def test_receive_waits_for_the_lock_gc_holds(tmp_path):
+    from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryLocked
+    from ansible_collections.composefs.fleet.plugins.module_utils.repository.lock import RepositoryLock
+    src, digest = _source_with_image(tmp_path, {"a": os.urandom(5000)})
+    plan = transfer.source_plan(src, "app/v1")
+    host = _repo(tmp_path)
+    with open(str(tmp_path / "b1"), "wb") as out:
+        transfer.build_bundle(src, digest, plan["objects"], True, out)
+    with RepositoryLock(host, exclusive=True):  # as a running gc holds it
+        with pytest.raises(RepositoryLocked, match="locked for garbage collection"):
+            transfer.receive(host, digest, plan["objects"], str(tmp_path / "b1"), "app/v1", "sha256", lock_timeout=0.1)
+    assert _objects(host) == []
+    assert transfer.receive(host, digest, plan["objects"], str(tmp_path / "b1"), "app/v1", "sha256")["ref_changed"]
