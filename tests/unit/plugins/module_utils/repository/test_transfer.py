@@ -209,3 +209,21 @@ def test_receive_waits_for_the_lock_gc_holds(tmp_path):
             transfer.receive(host, digest, plan["objects"], str(tmp_path / "b1"), "app/v1", "sha256", lock_timeout=0.1)
     assert _objects(host) == []
     assert transfer.receive(host, digest, plan["objects"], str(tmp_path / "b1"), "app/v1", "sha256")["ref_changed"]
+
+
+def test_source_plan_reads_an_image_once_per_cache(tmp_path):
+    src, digest = _source_with_image(tmp_path, {"a": os.urandom(5000), "b": os.urandom(6000)})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = transfer.source_plan(src, "app/v1", cache_dir=str(cache))
+    (entry,) = os.listdir(str(cache))
+    assert entry == "composefs-image-objects-sha256-%s.json" % digest
+    # The cached list is what is used (an image's objects follow from its digest)...
+    (cache / entry).write_text('["%s"]' % first["objects"][0])
+    assert transfer.source_plan(src, digest, cache_dir=str(cache))["objects"] == first["objects"][:1]
+    # ...but the objects are still looked for in src, and a damaged cache entry is read again from the image.
+    (cache / entry).write_text("not json")
+    assert transfer.source_plan(src, "app/v1", cache_dir=str(cache))["objects"] == first["objects"]
+    os.unlink(os.path.join(src, "objects", first["objects"][0]))
+    with pytest.raises(RepositoryError, match="lacks 1 object"):
+        transfer.source_plan(src, "app/v1", cache_dir=str(cache))
