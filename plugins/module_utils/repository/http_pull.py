@@ -128,11 +128,15 @@ class HttpSource:
             raise _Retry(str(getattr(exc, "reason", None) or exc))
 
     def _attempt(self, url, fd, offset, counter):
-        """One GET into ``fd`` from ``offset``; returns the content type. _Retry keeps what arrived."""
+        """One GET into ``fd`` from ``offset``; returns ``(content type, continued)``. _Retry keeps what arrived.
+
+        ``continued``: the server sent only the bytes after ``offset`` (206).
+        """
         resp = self._open(url, offset)
         with resp:
             status = resp.status
-            if offset and status == 206:
+            continued = bool(offset) and status == 206
+            if continued:
                 rng = resp.headers.get("Content-Range") or ""
                 if not rng.startswith("bytes %d-" % offset):
                     raise _StartOver("the server answered the Range request with %r: starting over" % rng)
@@ -159,20 +163,20 @@ class HttpSource:
                 raise _Retry("the transfer broke after %d bytes: %s" % (offset + got, exc))
             if expected is not None and got != expected:
                 raise _Retry("the connection closed after %d of %d bytes" % (offset + got, offset + expected))
-            return (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            return (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower(), continued
 
     def download(self, relpath, fd, offset, counter):
         """GET ``relpath`` into ``fd`` (continuing at ``offset``), retrying; returns ``(content type, resumed)``.
 
-        ``resumed`` says whether any attempt continued earlier bytes with a Range request.
+        ``resumed`` says whether earlier bytes were kept: an attempt continued them (206 to a Range request).
         """
         url = self.url_of(relpath)
         attempt = 0
         resumed = False
         while True:
             try:
-                resumed = resumed or bool(offset)
-                return self._attempt(url, fd, offset, counter), resumed
+                ctype, continued = self._attempt(url, fd, offset, counter)
+                return ctype, resumed or continued
             except _Retry as exc:
                 if isinstance(exc, _StartOver):
                     os.ftruncate(fd, 0)
