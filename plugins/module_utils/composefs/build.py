@@ -19,7 +19,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_fil
 from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
-from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import Tree
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import Tree, paused_gc
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import writer
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
@@ -296,9 +296,16 @@ def build(src=None, src_dumpfile=None, dest=None, digest_store=None, use_epoch=F
     """
     enable_verity = normalize_enable_verity(enable_verity)
     warnings = []
-    tree = load_tree(src, src_dumpfile, use_epoch, skip_xattrs, user_xattrs, skip_devices, hardlinks, workers)
-    objects, inlined = tree_objects(tree, src, warnings)
-    data = image_bytes(tree, min_version, max_version, src or src_dumpfile)
+    # The cyclic garbage collector would walk the whole tree again and again while it
+    # grows (tens of thousands of nodes); released below, the tree needs no collection.
+    with paused_gc():
+        tree = load_tree(src, src_dumpfile, use_epoch, skip_xattrs, user_xattrs, skip_devices, hardlinks, workers)
+        try:
+            objects, inlined = tree_objects(tree, src, warnings)
+            data = image_bytes(tree, min_version, max_version, src or src_dumpfile)
+        finally:
+            tree.release()
+        del tree
     digest = writer.image_digest(data).hex()
     result = {"digest": digest, "size": len(data), "inlined": inlined, "dest": dest, "changed": False,
               "objects": {"count": len(objects), "added": 0, "bytes_added": 0, "missing": 0, "stale_removed": 0},

@@ -440,6 +440,21 @@ class Tree:
         from ansible_collections.composefs.fleet.plugins.module_utils.composefs import dumpfile
         return dumpfile.write(self, out)
 
+    def release(self):
+        """Unlink every node from its parent, so that the tree is freed as soon as it is dropped.
+
+        Parent links make every directory a reference cycle, which only the cyclic
+        garbage collector frees, by walking every object of the tree once more. After
+        this the nodes keep their names and children, but :attr:`Node.path` gives
+        only a node's name: call it when the tree is no longer needed.
+        """
+        stack = [self.root]
+        while stack:
+            for child in stack.pop().children.values():
+                child.parent = None
+                if child.children:
+                    stack.append(child)
+
     def __len__(self):
         count = 0
         for _item in self.walk():

@@ -763,6 +763,11 @@ def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_
         yield b"".join(batch)
     if written != n_data_blocks:
         raise AssertionError("data blocks written %d, expected %d" % (written, n_data_blocks))
+    # Directories refer to themselves ("."), their parent (".." and .parent): break
+    # those cycles, so that the copy is freed by reference counting as soon as it is
+    # dropped instead of by a pass of the cyclic garbage collector over every inode.
+    for ino in order:
+        ino.entries = ino.dir_chunks = ino.parent = None
 
 
 def build_image(tree, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX):
