@@ -81,6 +81,8 @@ FS_VERITY_HASH_ALG_SHA256 = 1
 _S_IFMT = S_IFMT
 _MAX_CHUNKED_SIZE = fmt.LCFS_MAX_NONINLINE_CHUNKS << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _NULL_CHUNK = b"\xff\xff\xff\xff"
+# The largest file fmt.chunking() gives one chunk: 2**31 blocks.
+_ONE_CHUNK_MAX = 1 << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _ZEROS = bytes(BLK)
 _PACK_COMPACT = fmt.INODE_COMPACT.pack
 _PACK_EXTENDED = fmt.INODE_EXTENDED.pack
@@ -447,7 +449,8 @@ def _compute_shared_xattrs(order):
     for ino in order:
         items = ino.shared
         if not items:
-            ino.shared = ino.unshared = empty
+            ino.shared = ()
+            ino.unshared = empty
             ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT
             ino.xattr_size = 0
             continue
@@ -475,7 +478,7 @@ def _compute_shared_xattrs(order):
                 unshared.append(raw)
                 size += len(raw)
             name_filter |= info[2]
-        ino.shared = ino_shared
+        ino.shared = tuple(ino_shared)
         ino.unshared = unshared
         ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
         ino.xattr_size = (size + 3) & ~3
@@ -539,9 +542,15 @@ def _compute_layout(order):
                     tail = 0
             else:
                 n_blocks = 0
-                chunkbits, chunks = fmt.chunking(size)
-                ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
-                tail = 4 * chunks
+                if size <= _ONE_CHUNK_MAX:
+                    # fmt.chunking() of a file that fits one chunk: the smallest power of 2 >= size
+                    chunkbits = (size - 1).bit_length()
+                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
+                    tail = 4
+                else:
+                    chunkbits, chunks = fmt.chunking(size)
+                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                    tail = 4 * chunks
         else:
             n_blocks = 0
             tail = 0
@@ -604,7 +613,7 @@ def _dirent_block(entries, first, count):
     return b"".join(heads) + b"".join(names)
 
 
-def _inode_bytes(ino, inodes_end_in_block):
+def _inode_bytes(ino, inodes_end_in_block, xattr_heads):
     t = ino.mode & _S_IFMT
     tail = ino.tailsize
     i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
@@ -642,9 +651,13 @@ def _inode_bytes(ino, inodes_end_in_block):
         return _ZEROS[:ino.ipad] + head if ino.ipad else head
     parts = [_ZEROS[:ino.ipad], head] if ino.ipad else [head]
     if xattr_size:
-        parts.append(_PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)))
-        if ino.shared:
-            parts.append(b"".join([(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared]))
+        # The header and shared references: the same few combinations recur for most inodes.
+        key = (ino.name_filter, ino.shared)
+        head = xattr_heads.get(key)
+        if head is None:
+            head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)) + b"".join(
+                [(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared])
+        parts.append(head)
         parts.extend(ino.unshared)
     if tail:
         if t == S_IFDIR:
@@ -728,8 +741,9 @@ def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_
     pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
     batch = []
     batch_size = 0
+    xattr_heads = {}  # (name filter, shared references) -> their bytes
     for ino in order:
-        data = _inode_bytes(ino, in_block)
+        data = _inode_bytes(ino, in_block, xattr_heads)
         batch.append(data)
         batch_size += len(data)
         if batch_size >= 1 << 20:
