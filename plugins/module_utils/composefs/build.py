@@ -117,7 +117,7 @@ def tree_objects(tree, src=None, warnings=None):
             else:
                 return _tree_objects_in_order(tree, src, warnings)
             if payload:
-                if not isinstance(payload, bytes) or payload[:1] == b"/" or (b".." in payload and b".." in payload.split(b"/")):
+                if not isinstance(payload, bytes) or payload[:1] == b"/" or (payload.find(b"..") >= 0 and b".." in payload.split(b"/")):
                     return _tree_objects_in_order(tree, src, warnings)
                 # (65 bytes, or 66 with the newline the pattern's $ lets through)
                 name = (payload.decode("ascii").replace("/", "")

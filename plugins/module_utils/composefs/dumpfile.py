@@ -98,7 +98,7 @@ def _unescape_repl(match):
 
 def unescape(field):
     """Decode one escaped field (bytes); raises ComposefsError on a bad escape."""
-    if b"\\" not in field:
+    if field.find(b"\\") < 0:
         return field
     try:
         return _UNESCAPE_RE.sub(_unescape_repl, field)
@@ -228,7 +228,7 @@ class _Parser:
         if self.root is None:
             raise self.fail(lineno, "Root node not present", path)
         slash = path.rfind(b"/")
-        if slash >= 0 and path[:1] == b"/" and b"//" not in path:
+        if slash >= 0 and path[:1] == b"/" and path.find(b"//") < 0:
             parent = self.dirs.get(path[:slash])
             name = path[slash + 1:]
             if parent is not None and name and name != b"." and name != b".." \
@@ -267,7 +267,7 @@ class _Parser:
         parent.children[name] = node
         node.parent = parent
         node.name = name
-        if (node.mode & S_IFMT) == S_IFDIR and path[:1] == b"/" and b"//" not in path:
+        if (node.mode & S_IFMT) == S_IFDIR and path[:1] == b"/" and path.find(b"//") < 0:
             self.dirs[path] = node
 
     def line(self, line, lineno):
@@ -284,7 +284,7 @@ class _Parser:
                 parts.extend([b""] * (11 - len(parts)))
 
         path = parts[0]
-        if b"\\" in path:
+        if path.find(b"\\") >= 0:
             path = _cstr(self.field(parts, 0, lineno))
         if not path:
             raise self.fail(lineno, "Invalid empty path")
@@ -356,20 +356,20 @@ class _Parser:
         payload = parts[8]
         if payload == b"-":
             payload = None
-        elif b"\\" in payload:
+        elif payload.find(b"\\") >= 0:
             payload = _cstr(self.field(parts, 8, lineno))
         content = parts[9]
         if content == b"-":
             content = None
         else:
-            if b"\\" in content:
+            if content.find(b"\\") >= 0:
                 content = self.field(parts, 9, lineno)
             if len(content) != size:
                 raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
         digest = parts[10]
         if digest == b"-":
             digest = None
-        elif b"\\" in digest:
+        elif digest.find(b"\\") >= 0:
             digest = self.field(parts, 10, lineno)
 
         if ftype != S_IFLNK:
