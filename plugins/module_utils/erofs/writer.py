@@ -184,7 +184,111 @@ def _resolve_versions(min_version, max_version):
 
 
 def _prepare(tree, min_version, max_version):
-    """Steps 1-4: the rewritten copy of the tree, in breadth-first inode order."""
+    """Steps 1-4: the rewritten copy of the tree, in breadth-first inode order.
+
+    The breadth-first way (:func:`_prepare_breadth_first`) does it in fewer passes.
+    A tree with a whiteout, or one that fails a check, is done again from scratch in
+    libcomposefs's order (:func:`_prepare_in_order`): that decides the image version
+    before any whiteout is rewritten, and the first problem found is the one
+    mkcomposefs reports.
+    """
+    try:
+        done = _prepare_breadth_first(tree, min_version, max_version)
+    except ComposefsError:
+        done = None
+    if done is None:
+        return _prepare_in_order(tree, min_version, max_version)
+    return done
+
+
+def _prepare_breadth_first(tree, min_version, max_version):
+    """:func:`_prepare_in_order` for a tree without whiteouts, in one breadth-first pass.
+
+    Inodes are copied with their entries sorted, so the copy order is the final
+    inode order (but for the root's whiteouts, added at the end); the checks and
+    the overlay xattrs then go in that order. Without whiteouts no inode's overlay
+    xattrs depend on another's, so the result is the same. Returns None for a tree
+    with a whiteout; raises ComposefsError on a problem (see :func:`_prepare`).
+    """
+    root_node = tree.root
+    version, max_version = _resolve_versions(min_version, max_version)
+    root = _copy(root_node, b"/", None)
+    with_links = []
+    todo = [root]
+    queue_pos = 0
+    while queue_pos < len(todo):  # breadth-first: the loop appends to todo
+        ino = todo[queue_pos]
+        queue_pos += 1
+        t = ino.mode & _S_IFMT
+        children = ino.node.children
+        if t != S_IFDIR:
+            if t == S_IFCHR and ino.rdev == 0:
+                return None  # a whiteout
+            if children:
+                raise _error(ino, "Only directories can have children")
+            continue
+        entries = [(b".", ino, False), (b"..", ino if ino.parent is None else ino.parent, False)]
+        n_link = 2  # 2 + subdirectories
+        if children:
+            path = ino.path
+            prefix = path if path == b"/" else path + b"/"
+            links = False
+            for name, child in children.items():
+                if child.link_to is not None:
+                    entries.append((name, child, False))
+                    links = True
+                else:
+                    entries.append((name, _copy(child, prefix + name, ino), True))
+            entries.sort(key=_entry_name)
+            for _name, child, is_real in entries:
+                if is_real:
+                    todo.append(child)
+                    if (child.mode & _S_IFMT) == S_IFDIR:
+                        n_link += 1
+            if links:
+                with_links.append(ino)
+        ino.entries = entries
+        ino.nlink = n_link
+
+    _resolve_links(todo, with_links)
+    for ino in todo:
+        _check(ino)
+        _add_overlay_xattrs(ino, version)
+
+    _set_xattr(root, XATTR_OPAQUE, b"y")
+    entries = root.entries
+    first_level = sum(1 for entry in entries if entry[2])
+    _add_root_whiteouts(root)
+    entries.sort(key=_entry_name)
+    order = [root]
+    order.extend([entry[1] for entry in entries if entry[2]])
+    order.extend(todo[1 + first_level:])
+    for index, ino in enumerate(order):
+        ino.index = index
+    return order, version
+
+
+def _resolve_links(inodes, with_links):
+    """Hardlink entries of ``with_links`` point at their final target's inode (chains resolved in linear time)."""
+    if not with_links:
+        return
+    links = LinkResolver()
+    copies = dict((ino.node, ino) for ino in inodes)  # nodes hash by identity
+    for ino in with_links:
+        entries = ino.entries
+        for i, (name, target, _real) in enumerate(entries):
+            if not isinstance(target, _Inode):
+                final = links.resolve(target)
+                tino = copies.get(final)
+                if tino is None:
+                    raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
+                if (tino.mode & _S_IFMT) == S_IFDIR:
+                    raise ComposefsError("Hardlink to a directory", target.lineno, ino.path + b"/" + name)
+                entries[i] = (name, tino, False)
+
+
+def _prepare_in_order(tree, min_version, max_version):
+    """Steps 1-4 in libcomposefs's order: copy, version, links, a depth-first rewrite, numbering."""
     root_node = tree.root
     version, max_version = _resolve_versions(min_version, max_version)
 
@@ -228,19 +332,7 @@ def _prepare(tree, min_version, max_version):
         version = 1
 
     # Hardlinks point at the final target's inode (chains resolved in linear time).
-    links = LinkResolver()
-    copies = dict((ino.node, ino) for ino in todo) if with_links else None  # nodes hash by identity
-    for ino in with_links:
-        entries = ino.entries
-        for i, (name, target, _real) in enumerate(entries):
-            if not isinstance(target, _Inode):
-                final = links.resolve(target)
-                tino = copies.get(final)
-                if tino is None:
-                    raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
-                if (tino.mode & _S_IFMT) == S_IFDIR:
-                    raise ComposefsError("Hardlink to a directory", target.lineno, ino.path + b"/" + name)
-                entries[i] = (name, tino, False)
+    _resolve_links(todo, with_links)
 
     # Depth-first, each directory before its entries (libcomposefs's rewrite
     # pass): validate, then overlay xattrs.
