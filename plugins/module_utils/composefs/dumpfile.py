@@ -170,14 +170,6 @@ def _strtoull(text, base):
     return (-value) & _U64 if negative else value
 
 
-def _octal(text):
-    """``int(text, 8)`` of ASCII digits, or None when an 8 or 9 makes it invalid (as _strtoull)."""
-    try:
-        return int(text, 8)
-    except ValueError:
-        return None
-
-
 def _cstr(data):
     """What C sees of a decoded field: everything before the first NUL."""
     nul = data.find(b"\0")
@@ -293,7 +285,13 @@ class _Parser:
         is_hardlink = mode_text[:1] == b"@"
         if is_hardlink:
             mode_text = mode_text[1:]
-        mode = _strtoull(mode_text, 8) if not mode_text.isdigit() or len(mode_text) > 21 else _octal(mode_text)
+        if mode_text.isdigit() and len(mode_text) <= 21:
+            try:
+                mode = int(mode_text, 8)
+            except ValueError:
+                mode = None  # 8 or 9 in an octal number
+        else:
+            mode = _strtoull(mode_text, 8)
         if mode is None:
             raise self.fail(lineno, "Invalid integer %s in MODE field" % _show(mode_text), path)
         mode &= _U32
@@ -327,8 +325,8 @@ class _Parser:
             # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
             size, nlink, uid, gid, rdev = int(size_text), int(nlink_text), int(uid_text), int(gid_text), int(rdev_text)
             mtime_sec, mtime_nsec = int(sec_text), int(nsec_text)
-            if (size > _U64 or nlink > _U64 or uid > _U64 or gid > _U64 or rdev > _U64 or mtime_sec > _U64
-                    or mtime_nsec > _U64):
+            # None of them is negative: if their sum is in range, each one is.
+            if size + nlink + uid + gid + rdev + mtime_sec + mtime_nsec > _U64:
                 size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
                     min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
         else:
