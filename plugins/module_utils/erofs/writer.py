@@ -39,6 +39,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections import Counter
 from operator import itemgetter
 
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
@@ -513,7 +514,7 @@ def _xattr_entry(key, value):
 
 
 def _compute_shared_xattrs(order):
-    counts = {}
+    every = []  # every inode's (name, value) pairs, counted at once below
     for ino in order:
         xattrs = ino.xattrs
         if not xattrs:
@@ -521,8 +522,9 @@ def _compute_shared_xattrs(order):
             continue
         items = sorted(xattrs.items())
         ino.shared = items  # temporarily: the sorted xattrs
-        for item in items:
-            counts[item] = counts.get(item, 0) + 1
+        every.extend(items)
+    counts = Counter(every)
+    del every
     shared = [item for item, count in counts.items() if count > 1]
     shared.sort(key=lambda kv: (kv[0], len(kv[1]), kv[1]), reverse=True)
     offsets = {}
