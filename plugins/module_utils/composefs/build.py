@@ -11,7 +11,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import gzip
+import itertools
 import os
+import re
 import stat
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.atomic import fsync_dir
@@ -19,11 +21,15 @@ from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_fil
 from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
 from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
-from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import Tree
+from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import S_IFDIR, S_IFMT, S_IFREG, Tree, paused_gc
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import writer
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
 from ansible_collections.composefs.fleet.plugins.module_utils.objectstore import ObjectStore, ObjectStoreError, digest_of_relpath
+
+
+# objectstore.digest_of_relpath()'s pattern for SHA-256 object paths, on bytes.
+_OBJECT_PAYLOAD = re.compile(rb"^[0-9a-f]{2}/[0-9a-f]{62}$")
 
 
 class ImageBuildError(Exception):
@@ -76,7 +82,83 @@ def tree_objects(tree, src=None, warnings=None):
     mkcomposefs keeps it (the image stays byte-identical), but appended to
     ``warnings``: a mount with a digest pin refuses such an image, and the store
     check cannot vouch for the file the payload names.
+
+    A dumpfile tree is scanned in any order, without building paths; only the
+    first three files of the warning are then looked for in the tree's order. A
+    directory tree (whose objects come from the first path found) and a payload
+    that leads out go file by file in the tree's order
+    (:func:`_tree_objects_in_order`), so that every message names the same file.
     """
+    if src is not None:
+        return _tree_objects_in_order(tree, src, warnings)
+    objects = {}
+    inlined = 0
+    odd = 0
+    is_object_path = _OBJECT_PAYLOAD.match
+    stack = [tree.root]
+    while stack:
+        for node in stack.pop().children.values():
+            mode = node.mode & S_IFMT
+            if mode != S_IFREG:
+                if mode == S_IFDIR and node.children:
+                    stack.append(node)
+                continue
+            if node.link_to is not None:
+                continue
+            if node.content:
+                inlined += 1
+                continue
+            payload = node.payload
+            digest = node.digest
+            if digest is None:
+                own = None
+            elif isinstance(digest, bytes):
+                own = digest.hex()
+            else:
+                return _tree_objects_in_order(tree, src, warnings)
+            if payload:
+                if not isinstance(payload, bytes) or payload[:1] == b"/" or (payload.find(b"..") >= 0 and b".." in payload.split(b"/")):
+                    return _tree_objects_in_order(tree, src, warnings)
+                # (65 bytes, or 66 with the newline the pattern's $ lets through)
+                name = (payload.decode("ascii").replace("/", "")
+                        if 65 <= len(payload) <= 66 and is_object_path(payload) else None)
+                if name is None or (own is not None and name != own):
+                    odd += 1
+                if name is None:
+                    name = own
+            else:
+                name = own
+            if name is not None:
+                objects[name] = None
+    if odd and warnings is not None:
+        warnings.append(_odd_warning(odd, itertools.islice(_odd_payloads(tree), 3)))
+    return objects, inlined
+
+
+def _odd_payloads(tree):
+    """``(path, payload, own digest)`` of every external file whose payload is not its digest's ``XX/<62 hex>``, in order."""
+    for path, node in tree.walk():
+        if node.link_to is not None or not stat.S_ISREG(node.mode) or node.content or not node.payload:
+            continue
+        payload = node.payload
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", "surrogateescape")
+        own = node.digest.hex() if isinstance(node.digest, (bytes, bytearray)) else node.digest
+        digest = digest_of_relpath(payload)
+        if digest is None or (own is not None and digest != own):
+            yield path, payload, own
+
+
+def _odd_warning(count, examples):
+    shown = "; ".join("%s -> %r (digest %s)" % (excerpt(path, 60), excerpt(payload, 80), own or "none")
+                      for path, payload, own in examples)
+    return ("%d file(s) have a payload that is not XX/<digest> of their own digest, so the object store "
+            "cannot vouch for what they read (a mount with a digest pin refuses such an image), e.g. %s"
+            % (count, shown))
+
+
+def _tree_objects_in_order(tree, src=None, warnings=None):
+    """:func:`tree_objects`, file by file in the tree's order (depth-first, names in byte order)."""
     objects = {}
     inlined = 0
     odd = []
@@ -104,11 +186,7 @@ def tree_objects(tree, src=None, warnings=None):
         if digest is not None and digest not in objects:
             objects[digest] = os.path.join(base, path.lstrip(b"/")) if base is not None else None
     if odd and warnings is not None:
-        shown = "; ".join("%s -> %r (digest %s)" % (excerpt(path, 60), excerpt(payload, 80), own or "none")
-                          for path, payload, own in odd[:3])
-        warnings.append("%d file(s) have a payload that is not XX/<digest> of their own digest, so the object store "
-                        "cannot vouch for what they read (a mount with a digest pin refuses such an image), e.g. %s"
-                        % (len(odd), shown))
+        warnings.append(_odd_warning(len(odd), odd[:3]))
     return objects, inlined
 
 
@@ -296,9 +374,16 @@ def build(src=None, src_dumpfile=None, dest=None, digest_store=None, use_epoch=F
     """
     enable_verity = normalize_enable_verity(enable_verity)
     warnings = []
-    tree = load_tree(src, src_dumpfile, use_epoch, skip_xattrs, user_xattrs, skip_devices, hardlinks, workers)
-    objects, inlined = tree_objects(tree, src, warnings)
-    data = image_bytes(tree, min_version, max_version, src or src_dumpfile)
+    # The cyclic garbage collector would walk the whole tree again and again while it
+    # grows (tens of thousands of nodes); released below, the tree needs no collection.
+    with paused_gc():
+        tree = load_tree(src, src_dumpfile, use_epoch, skip_xattrs, user_xattrs, skip_devices, hardlinks, workers)
+        try:
+            objects, inlined = tree_objects(tree, src, warnings)
+            data = image_bytes(tree, min_version, max_version, src or src_dumpfile)
+        finally:
+            tree.release()
+        del tree
     digest = writer.image_digest(data).hex()
     result = {"digest": digest, "size": len(data), "inlined": inlined, "dest": dest, "changed": False,
               "objects": {"count": len(objects), "added": 0, "bytes_added": 0, "missing": 0, "stale_removed": 0},

@@ -98,7 +98,7 @@ def _unescape_repl(match):
 
 def unescape(field):
     """Decode one escaped field (bytes); raises ComposefsError on a bad escape."""
-    if b"\\" not in field:
+    if field.find(b"\\") < 0:
         return field
     try:
         return _UNESCAPE_RE.sub(_unescape_repl, field)
@@ -170,14 +170,6 @@ def _strtoull(text, base):
     return (-value) & _U64 if negative else value
 
 
-def _octal(text):
-    """``int(text, 8)`` of ASCII digits, or None when an 8 or 9 makes it invalid (as _strtoull)."""
-    try:
-        return int(text, 8)
-    except ValueError:
-        return None
-
-
 def _cstr(data):
     """What C sees of a decoded field: everything before the first NUL."""
     nul = data.find(b"\0")
@@ -228,7 +220,7 @@ class _Parser:
         if self.root is None:
             raise self.fail(lineno, "Root node not present", path)
         slash = path.rfind(b"/")
-        if slash >= 0 and path[:1] == b"/" and b"//" not in path:
+        if slash >= 0 and path[:1] == b"/" and path.find(b"//") < 0:
             parent = self.dirs.get(path[:slash])
             name = path[slash + 1:]
             if parent is not None and name and name != b"." and name != b".." \
@@ -267,7 +259,7 @@ class _Parser:
         parent.children[name] = node
         node.parent = parent
         node.name = name
-        if (node.mode & S_IFMT) == S_IFDIR and path[:1] == b"/" and b"//" not in path:
+        if (node.mode & S_IFMT) == S_IFDIR and path[:1] == b"/" and path.find(b"//") < 0:
             self.dirs[path] = node
 
     def line(self, line, lineno):
@@ -284,7 +276,7 @@ class _Parser:
                 parts.extend([b""] * (11 - len(parts)))
 
         path = parts[0]
-        if b"\\" in path:
+        if path.find(b"\\") >= 0:
             path = _cstr(self.field(parts, 0, lineno))
         if not path:
             raise self.fail(lineno, "Invalid empty path")
@@ -293,7 +285,13 @@ class _Parser:
         is_hardlink = mode_text[:1] == b"@"
         if is_hardlink:
             mode_text = mode_text[1:]
-        mode = _strtoull(mode_text, 8) if not mode_text.isdigit() or len(mode_text) > 21 else _octal(mode_text)
+        if mode_text.isdigit() and len(mode_text) <= 21:
+            try:
+                mode = int(mode_text, 8)
+            except ValueError:
+                mode = None  # 8 or 9 in an octal number
+        else:
+            mode = _strtoull(mode_text, 8)
         if mode is None:
             raise self.fail(lineno, "Invalid integer %s in MODE field" % _show(mode_text), path)
         mode &= _U32
@@ -327,8 +325,8 @@ class _Parser:
             # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
             size, nlink, uid, gid, rdev = int(size_text), int(nlink_text), int(uid_text), int(gid_text), int(rdev_text)
             mtime_sec, mtime_nsec = int(sec_text), int(nsec_text)
-            if (size > _U64 or nlink > _U64 or uid > _U64 or gid > _U64 or rdev > _U64 or mtime_sec > _U64
-                    or mtime_nsec > _U64):
+            # None of them is negative: if their sum is in range, each one is.
+            if size + nlink + uid + gid + rdev + mtime_sec + mtime_nsec > _U64:
                 size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
                     min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
         else:
@@ -356,20 +354,20 @@ class _Parser:
         payload = parts[8]
         if payload == b"-":
             payload = None
-        elif b"\\" in payload:
+        elif payload.find(b"\\") >= 0:
             payload = _cstr(self.field(parts, 8, lineno))
         content = parts[9]
         if content == b"-":
             content = None
         else:
-            if b"\\" in content:
+            if content.find(b"\\") >= 0:
                 content = self.field(parts, 9, lineno)
             if len(content) != size:
                 raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
         digest = parts[10]
         if digest == b"-":
             digest = None
-        elif b"\\" in digest:
+        elif digest.find(b"\\") >= 0:
             digest = self.field(parts, 10, lineno)
 
         if ftype != S_IFLNK:

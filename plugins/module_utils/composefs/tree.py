@@ -195,7 +195,7 @@ class Node:
             raise ComposefsError("File name longer than %d bytes" % MAX_NAME_LENGTH, path=self.path)
         if name in (b".", b".."):
             raise ComposefsError("Invalid . or .. file name", path=self.path)
-        if b"/" in name or b"\0" in name:
+        if name.find(b"/") >= 0 or name.find(b"\0") >= 0:
             raise ComposefsError("Invalid / or NUL in file name %r" % (name,), path=self.path)
         if child.name is not None or child.parent is not None:
             raise ComposefsError("Node is already in a tree", path=self.path)
@@ -228,7 +228,7 @@ class Node:
 
         ``limit`` caps the inode's xattr space (see :func:`xattr_space`).
         """
-        if not key or len(key) > XATTR_NAME_MAX or b"\0" in key:
+        if not key or len(key) > XATTR_NAME_MAX or key.find(b"\0") >= 0:
             raise ComposefsError("Invalid xattr name %s (must be 1 to %d bytes, no NUL)"
                                  % (_show(key), XATTR_NAME_MAX), self.lineno, self.path)
         value = bytes(value)
@@ -250,7 +250,7 @@ class Node:
         """Set a symlink's target (1..4095 bytes, no NUL) and its size."""
         if not target:
             raise ComposefsError("Invalid symlink: empty target", self.lineno, self.path)
-        if len(target) > MAX_PAYLOAD_LENGTH or b"\0" in target:
+        if len(target) > MAX_PAYLOAD_LENGTH or target.find(b"\0") >= 0:
             raise ComposefsError("Invalid symlink: target longer than %d bytes" % MAX_PAYLOAD_LENGTH,
                                  self.lineno, self.path)
         self.payload = target
@@ -439,6 +439,21 @@ class Tree:
         """Write composefs-dump(5) text; returns bytes when ``out`` is None."""
         from ansible_collections.composefs.fleet.plugins.module_utils.composefs import dumpfile
         return dumpfile.write(self, out)
+
+    def release(self):
+        """Unlink every node from its parent, so that the tree is freed as soon as it is dropped.
+
+        Parent links make every directory a reference cycle, which only the cyclic
+        garbage collector frees, by walking every object of the tree once more. After
+        this the nodes keep their names and children, but :attr:`Node.path` gives
+        only a node's name: call it when the tree is no longer needed.
+        """
+        stack = [self.root]
+        while stack:
+            for child in stack.pop().children.values():
+                child.parent = None
+                if child.children:
+                    stack.append(child)
 
     def __len__(self):
         count = 0

@@ -39,6 +39,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from collections import Counter
 from operator import itemgetter
 
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
@@ -81,6 +82,8 @@ FS_VERITY_HASH_ALG_SHA256 = 1
 _S_IFMT = S_IFMT
 _MAX_CHUNKED_SIZE = fmt.LCFS_MAX_NONINLINE_CHUNKS << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _NULL_CHUNK = b"\xff\xff\xff\xff"
+# The largest file fmt.chunking() gives one chunk: 2**31 blocks.
+_ONE_CHUNK_MAX = 1 << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _ZEROS = bytes(BLK)
 _PACK_COMPACT = fmt.INODE_COMPACT.pack
 _PACK_EXTENDED = fmt.INODE_EXTENDED.pack
@@ -182,7 +185,111 @@ def _resolve_versions(min_version, max_version):
 
 
 def _prepare(tree, min_version, max_version):
-    """Steps 1-4: the rewritten copy of the tree, in breadth-first inode order."""
+    """Steps 1-4: the rewritten copy of the tree, in breadth-first inode order.
+
+    The breadth-first way (:func:`_prepare_breadth_first`) does it in fewer passes.
+    A tree with a whiteout, or one that fails a check, is done again from scratch in
+    libcomposefs's order (:func:`_prepare_in_order`): that decides the image version
+    before any whiteout is rewritten, and the first problem found is the one
+    mkcomposefs reports.
+    """
+    try:
+        done = _prepare_breadth_first(tree, min_version, max_version)
+    except ComposefsError:
+        done = None
+    if done is None:
+        return _prepare_in_order(tree, min_version, max_version)
+    return done
+
+
+def _prepare_breadth_first(tree, min_version, max_version):
+    """:func:`_prepare_in_order` for a tree without whiteouts, in one breadth-first pass.
+
+    Inodes are copied with their entries sorted, so the copy order is the final
+    inode order (but for the root's whiteouts, added at the end); the checks and
+    the overlay xattrs then go in that order. Without whiteouts no inode's overlay
+    xattrs depend on another's, so the result is the same. Returns None for a tree
+    with a whiteout; raises ComposefsError on a problem (see :func:`_prepare`).
+    """
+    root_node = tree.root
+    version, max_version = _resolve_versions(min_version, max_version)
+    root = _copy(root_node, b"/", None)
+    with_links = []
+    todo = [root]
+    queue_pos = 0
+    while queue_pos < len(todo):  # breadth-first: the loop appends to todo
+        ino = todo[queue_pos]
+        queue_pos += 1
+        t = ino.mode & _S_IFMT
+        children = ino.node.children
+        if t != S_IFDIR:
+            if t == S_IFCHR and ino.rdev == 0:
+                return None  # a whiteout
+            if children:
+                raise _error(ino, "Only directories can have children")
+            continue
+        entries = [(b".", ino, False), (b"..", ino if ino.parent is None else ino.parent, False)]
+        n_link = 2  # 2 + subdirectories
+        if children:
+            path = ino.path
+            prefix = path if path == b"/" else path + b"/"
+            links = False
+            for name, child in children.items():
+                if child.link_to is not None:
+                    entries.append((name, child, False))
+                    links = True
+                else:
+                    entries.append((name, _copy(child, prefix + name, ino), True))
+            entries.sort(key=_entry_name)
+            for _name, child, is_real in entries:
+                if is_real:
+                    todo.append(child)
+                    if (child.mode & _S_IFMT) == S_IFDIR:
+                        n_link += 1
+            if links:
+                with_links.append(ino)
+        ino.entries = entries
+        ino.nlink = n_link
+
+    _resolve_links(todo, with_links)
+    for ino in todo:
+        _check(ino)
+        _add_overlay_xattrs(ino, version)
+
+    _set_xattr(root, XATTR_OPAQUE, b"y")
+    entries = root.entries
+    first_level = sum(1 for entry in entries if entry[2])
+    _add_root_whiteouts(root)
+    entries.sort(key=_entry_name)
+    order = [root]
+    order.extend([entry[1] for entry in entries if entry[2]])
+    order.extend(todo[1 + first_level:])
+    for index, ino in enumerate(order):
+        ino.index = index
+    return order, version
+
+
+def _resolve_links(inodes, with_links):
+    """Hardlink entries of ``with_links`` point at their final target's inode (chains resolved in linear time)."""
+    if not with_links:
+        return
+    links = LinkResolver()
+    copies = dict((ino.node, ino) for ino in inodes)  # nodes hash by identity
+    for ino in with_links:
+        entries = ino.entries
+        for i, (name, target, _real) in enumerate(entries):
+            if not isinstance(target, _Inode):
+                final = links.resolve(target)
+                tino = copies.get(final)
+                if tino is None:
+                    raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
+                if (tino.mode & _S_IFMT) == S_IFDIR:
+                    raise ComposefsError("Hardlink to a directory", target.lineno, ino.path + b"/" + name)
+                entries[i] = (name, tino, False)
+
+
+def _prepare_in_order(tree, min_version, max_version):
+    """Steps 1-4 in libcomposefs's order: copy, version, links, a depth-first rewrite, numbering."""
     root_node = tree.root
     version, max_version = _resolve_versions(min_version, max_version)
 
@@ -226,19 +333,7 @@ def _prepare(tree, min_version, max_version):
         version = 1
 
     # Hardlinks point at the final target's inode (chains resolved in linear time).
-    links = LinkResolver()
-    copies = dict((ino.node, ino) for ino in todo) if with_links else None  # nodes hash by identity
-    for ino in with_links:
-        entries = ino.entries
-        for i, (name, target, _real) in enumerate(entries):
-            if not isinstance(target, _Inode):
-                final = links.resolve(target)
-                tino = copies.get(final)
-                if tino is None:
-                    raise ComposefsError("Hardlink target is not in the tree", target.lineno, ino.path + b"/" + name)
-                if (tino.mode & _S_IFMT) == S_IFDIR:
-                    raise ComposefsError("Hardlink to a directory", target.lineno, ino.path + b"/" + name)
-                entries[i] = (name, tino, False)
+    _resolve_links(todo, with_links)
 
     # Depth-first, each directory before its entries (libcomposefs's rewrite
     # pass): validate, then overlay xattrs.
@@ -419,7 +514,7 @@ def _xattr_entry(key, value):
 
 
 def _compute_shared_xattrs(order):
-    counts = {}
+    every = []  # every inode's (name, value) pairs, counted at once below
     for ino in order:
         xattrs = ino.xattrs
         if not xattrs:
@@ -427,8 +522,9 @@ def _compute_shared_xattrs(order):
             continue
         items = sorted(xattrs.items())
         ino.shared = items  # temporarily: the sorted xattrs
-        for item in items:
-            counts[item] = counts.get(item, 0) + 1
+        every.extend(items)
+    counts = Counter(every)
+    del every
     shared = [item for item, count in counts.items() if count > 1]
     shared.sort(key=lambda kv: (kv[0], len(kv[1]), kv[1]), reverse=True)
     offsets = {}
@@ -447,7 +543,8 @@ def _compute_shared_xattrs(order):
     for ino in order:
         items = ino.shared
         if not items:
-            ino.shared = ino.unshared = empty
+            ino.shared = ()
+            ino.unshared = empty
             ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT
             ino.xattr_size = 0
             continue
@@ -475,7 +572,7 @@ def _compute_shared_xattrs(order):
                 unshared.append(raw)
                 size += len(raw)
             name_filter |= info[2]
-        ino.shared = ino_shared
+        ino.shared = tuple(ino_shared)
         ino.unshared = unshared
         ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
         ino.xattr_size = (size + 3) & ~3
@@ -539,9 +636,15 @@ def _compute_layout(order):
                     tail = 0
             else:
                 n_blocks = 0
-                chunkbits, chunks = fmt.chunking(size)
-                ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
-                tail = 4 * chunks
+                if size <= _ONE_CHUNK_MAX:
+                    # fmt.chunking() of a file that fits one chunk: the smallest power of 2 >= size
+                    chunkbits = (size - 1).bit_length()
+                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
+                    tail = 4
+                else:
+                    chunkbits, chunks = fmt.chunking(size)
+                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                    tail = 4 * chunks
         else:
             n_blocks = 0
             tail = 0
@@ -604,7 +707,7 @@ def _dirent_block(entries, first, count):
     return b"".join(heads) + b"".join(names)
 
 
-def _inode_bytes(ino, inodes_end_in_block):
+def _inode_bytes(ino, inodes_end_in_block, xattr_heads):
     t = ino.mode & _S_IFMT
     tail = ino.tailsize
     i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
@@ -642,9 +745,13 @@ def _inode_bytes(ino, inodes_end_in_block):
         return _ZEROS[:ino.ipad] + head if ino.ipad else head
     parts = [_ZEROS[:ino.ipad], head] if ino.ipad else [head]
     if xattr_size:
-        parts.append(_PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)))
-        if ino.shared:
-            parts.append(b"".join([(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared]))
+        # The header and shared references: the same few combinations recur for most inodes.
+        key = (ino.name_filter, ino.shared)
+        head = xattr_heads.get(key)
+        if head is None:
+            head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)) + b"".join(
+                [(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared])
+        parts.append(head)
         parts.extend(ino.unshared)
     if tail:
         if t == S_IFDIR:
@@ -728,8 +835,9 @@ def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_
     pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
     batch = []
     batch_size = 0
+    xattr_heads = {}  # (name filter, shared references) -> their bytes
     for ino in order:
-        data = _inode_bytes(ino, in_block)
+        data = _inode_bytes(ino, in_block, xattr_heads)
         batch.append(data)
         batch_size += len(data)
         if batch_size >= 1 << 20:
@@ -763,6 +871,11 @@ def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_
         yield b"".join(batch)
     if written != n_data_blocks:
         raise AssertionError("data blocks written %d, expected %d" % (written, n_data_blocks))
+    # Directories refer to themselves ("."), their parent (".." and .parent): break
+    # those cycles, so that the copy is freed by reference counting as soon as it is
+    # dropped instead of by a pass of the cyclic garbage collector over every inode.
+    for ino in order:
+        ino.entries = ino.dir_chunks = ino.parent = None
 
 
 def build_image(tree, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX):

@@ -214,3 +214,35 @@ def test_rich_tree_is_deterministic_and_round_trips():
     tree = _rich_tree()
     image = build_image(tree)
     assert build_image(dumpfile.loads(tree.to_dumpfile(), strict=True)) == image
+
+
+# --- the breadth-first preparation against libcomposefs's order ---------------------------------
+
+
+def test_breadth_first_preparation_gives_the_ordered_image(image_vector):
+    """_prepare's fast path and the depth-first one it stands in for give the same bytes."""
+    from ansible_collections.composefs.fleet.plugins.module_utils.erofs import writer
+    tree = vector_tree(image_vector)
+    for version in ((image_vector.min_version, image_vector.max_version), (0, 0), (1, 1)):
+        fast = writer._prepare_breadth_first(tree, *version)
+        ordered = writer._prepare_in_order(tree, *version)
+        if fast is None:  # a whiteout: only the ordered way
+            assert any(node.mode & 0o170000 == 0o020000 and node.rdev == 0 for _path, node in tree.walk())
+            continue
+        assert fast[1] == ordered[1]
+        assert [ino.path for ino in fast[0]] == [ino.path for ino in ordered[0]]
+        for a, b in zip(fast[0], ordered[0]):
+            assert (a.index, a.nlink, a.mode, a.xattrs, a.xattr_space) == (b.index, b.nlink, b.mode, b.xattrs, b.xattr_space)
+            assert [(e[0], e[1].path, e[2]) for e in a.entries or ()] == [(e[0], e[1].path, e[2]) for e in b.entries or ()]
+
+
+def test_first_problem_in_libcomposefs_order_is_reported():
+    """Two bad symlinks: the ordered rewrite (depth-first) meets /a/z/l before /b/l, breadth-first would not."""
+    tree = Tree.from_dumpfile(ROOT + b"/a 0 40755 2 0 0 0 0.0 - - -\n/a/z 0 40755 2 0 0 0 0.0 - - -\n"
+                              b"/a/z/l 1 120777 1 0 0 0 0.0 x - -\n/b 0 40755 2 0 0 0 0.0 - - -\n"
+                              b"/b/l 1 120777 1 0 0 0 0.0 y - -\n")
+    tree.lookup(b"/a/z/l").payload = None
+    tree.lookup(b"/b/l").payload = None
+    with pytest.raises(ComposefsError) as exc:
+        build_image(tree)
+    assert "/a/z/l" in str(exc.value), str(exc.value)
