@@ -388,7 +388,66 @@ class ObjectStore:
             finally:
                 os.close(fd)
 
-    def _publish(self, tmp, src, digest_hex):
+    # --- staging from a stream (transfers): the caller writes the bytes, then publishes or discards ---
+
+    def open_staging(self, digest_hex, name=None):
+        """A staging file beside the object's final name, open for writing: ``(tmp, fd, size)``.
+
+        Without ``name`` it is a new, unique ``.tmp-*`` file. With ``name`` (which
+        must start with ``.tmp-``) an existing file of that name is reopened
+        without truncation and its ``size`` returned, so that an interrupted
+        download can be continued; it is ``flock``ed exclusively, and when
+        another process holds it a unique file is used instead. The caller
+        closes ``fd``, then :meth:`publish_staged` or :meth:`discard_staged`.
+        """
+        rel = object_relpath(digest_hex, self.hash_algorithm)
+        self.lock_for_writing()
+        dfd = self._subdir(rel[:2], create=True)
+        if name is not None:
+            if not name.startswith(TEMP_PREFIX) or "/" in name:
+                raise ObjectStoreError("staging name %r must start with %r and name no directory" % (name, TEMP_PREFIX))
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+            except OSError as exc:
+                raise ObjectStoreError("cannot open the staging file %s: %s" % (os.path.join(self.root, rel[:2], name),
+                                                                                exc.strerror))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode):
+                    return (rel[:2], name), fd, st.st_size
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise ObjectStoreError("cannot lock the staging file %s: %s" % (name, exc.strerror))
+            os.close(fd)  # another writer has it: stage under a name of our own
+        name = "%s%s.%d.%s" % (TEMP_PREFIX, digest_hex[2:14], os.getpid(), os.urandom(4).hex())
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        except OSError as exc:
+            raise ObjectStoreError("cannot create a staging file in %s: %s" % (os.path.join(self.root, rel[:2]), exc.strerror))
+        return (rel[:2], name), fd, 0
+
+    def sync_staged(self, temps):
+        """Make staged files durable (one syncfs() for the batch where possible)."""
+        self._sync_staged(temps)
+
+    def publish_staged(self, tmp, digest_hex, origin, hashed=False):
+        """Verify the durable staged file ``tmp`` as ``digest_hex`` and rename it into place.
+
+        ``hashed=True`` says the caller computed the fs-verity digest of the
+        bytes while writing them: then, unless fs-verity was enabled (whose
+        measurement is used), the file is not read again. A file with another
+        digest is removed and ObjectStoreError names ``origin``.
+        """
+        self._publish(tmp, origin, digest_hex, hashed=hashed,
+                      mismatch="%(src)s is corrupt: its fs-verity digest is %(got)s, not %(want)s; it was refused "
+                               "(not published)")
+
+    def discard_staged(self, tmp):
+        self._unlink_temp(tmp)
+
+    def _publish(self, tmp, src, digest_hex, hashed=False, mismatch=None):
         """fs-verity, the digest check, and the rename of a durable staged copy."""
         final = self.path_of(digest_hex)
         sub, name = tmp
@@ -398,12 +457,13 @@ class ObjectStore:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dfd)
             try:
                 # fs-verity and the check through one fd: what is checked is what was sealed.
-                self._enable_verity(fd, shown)
-                got = _digest_of_fd(fd, shown, self.hash_algorithm)
+                sealed = self._enable_verity(fd, shown)
+                got = _digest_of_fd(fd, shown, self.hash_algorithm) if sealed or not hashed else digest_hex
             finally:
                 os.close(fd)
             if got != digest_hex:
-                raise ObjectStoreError("%s changed while it was stored: digest %s, expected %s" % (src, got, digest_hex))
+                raise ObjectStoreError((mismatch or "%(src)s changed while it was stored: digest %(got)s, expected %(want)s")
+                                       % {"src": src, "got": got, "want": digest_hex})
             # rename() is atomic: readers see no object or a complete, verified one. A
             # concurrent builder's copy of the same object may be replaced by ours:
             # same bytes, also verified; a reader holding the old one keeps it.

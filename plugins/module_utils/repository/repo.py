@@ -362,8 +362,24 @@ class Repository:
                 _added, result["bytes_added"] = store.add_file(src, digest, checked=True)
             except ObjectStoreError as exc:
                 raise RepositoryError(str(exc))
-        self._symlink(self.images_path, digest, layout.image_link_target(digest))
+        self.link_image(digest)
         return result
+
+    def image_linked(self, digest):
+        """Whether images/<digest> is exactly composefs-rs's link to the image's object."""
+        return self._readlink(os.path.join(self.images_path, digest)) == layout.image_link_target(digest)
+
+    def link_image(self, digest, check_mode=False):
+        """Link images/<digest> to the (present) object ``digest``; returns whether the link changed."""
+        digest = self.digest(digest)
+        if self.image_linked(digest):
+            return False
+        if self.object_size(digest) is None:
+            raise RepositoryError("%s has no object %s: the image must be stored before it is linked" % (self.path, digest))
+        if not check_mode:
+            self.require_writable()
+            self._symlink(self.images_path, digest, layout.image_link_target(digest))
+        return True
 
     def set_ref(self, name, digest, check_mode=False):
         """Point images/refs/<name> at images/<digest>. Returns (changed, previous digest or None)."""
