@@ -22,6 +22,7 @@ from ansible_run import BIN, run_module
 from support import TOP
 
 DEPLOY = os.path.join(TOP, "playbooks", "deploy.yml")
+DRIFT = os.path.join(TOP, "playbooks", "drift_report.yml")
 ROLLBACK = os.path.join(TOP, "playbooks", "rollback.yml")
 HOSTS = ("h1", "h2")
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)")
@@ -204,6 +205,38 @@ def test_v3_failing_health_check_rolls_the_batch_back_and_stops(fleet):
     assert after["refs"] == before["refs"] and after["images"] == before["images"]
 
 
+def test_drift_report_after_the_failed_v3(fleet):
+    v2 = fleet["runs"]["v2"]["h1"]["digest"]
+    source = run_module("composefs.fleet.repository_info", dict(path=fleet["common"]["deploy_source_repository"]))
+    v3 = source["refs"]["app/v3"]
+    # mount_info: what is mounted at the mount point and persisted
+    mounted = run_module("composefs.fleet.mount_info", dict(path=fleet["hosts"]["h1"]["deploy_mount_point"],
+                                                            fstab=fleet["hosts"]["h1"]["deploy_fstab"]))
+    assert not mounted["changed"] and mounted["kind"] == "ours" and mounted["digest"] == v2, mounted
+    assert mounted["verity"] == "userspace" and mounted["persisted"] and mounted["fstab"]["digest"] == v2
+    report_dir = fleet["work"] / "drift"
+    proc, recap, dummy = _play(fleet, DRIFT, dict(deploy_ref="app/v3", deploy_drift_report_dir=str(report_dir)))
+    assert proc.returncode == 0, _log(proc)
+    # nothing changes on the hosts; the report is written once (by the first host, run_once)
+    assert recap["h1"]["changed"] == 1 and recap["h2"]["changed"] == 0, recap
+    with open(str(report_dir / "report.json")) as f:
+        report = json.load(f)
+    hosts = dict((h["host"], h) for h in report["hosts"])
+    assert report["counts"]["drift"] == 2 and report["differing"] == ["h1", "h2"]
+    for host in HOSTS:
+        entry = hosts[host]
+        assert entry["desired"] == v3 and entry["mounted"] == v2 and entry["mounted_version"] == "v2"
+        assert entry["persisted"] and entry["persisted_digest"] == v2 and entry["verity"] == "userspace"
+        assert entry["problems"][0] == "mounts %s (v2), not the desired %s" % (v2[:12], v3[:12]), entry
+        assert entry["problems"][-1] == "the desired image is not in the host repository" or host == "h1", entry
+    # h1 still has v3's objects (the failed release's ref is gone; gc takes them with the next healthy deploy)
+    assert hosts["h1"]["missing_objects"] == 0
+    assert "| h1 | drift |" in (report_dir / "report.md").read_text()
+    # unchanged fleet, unchanged report
+    proc, recap, dummy = _play(fleet, DRIFT, dict(deploy_ref="app/v3", deploy_drift_report_dir=str(report_dir)))
+    assert proc.returncode == 0 and all(recap[h]["changed"] == 0 for h in HOSTS), _log(proc)
+
+
 def test_v4_gc_keeps_current_and_one_previous(fleet):
     _tree(os.path.join(str(fleet["work"]), "tree-v4"), "v4", changed=(9,))
     proc, recap, results = _deploy(fleet, "v4")
@@ -237,3 +270,27 @@ def test_rollback_playbook_puts_v2_back(fleet):
     proc, recap, dummy = _play(fleet, ROLLBACK, dict(deploy_rollback_version="v9"))
     assert proc.returncode != 0 and "has no release 'v9' on this host; it has: v2, v4" in proc.stdout, _log(proc)
     assert _read(fleet, "h1", "VERSION") == "v2\n"
+
+
+def test_drift_report_in_sync_then_an_unpersisted_host_first(fleet):
+    v2 = fleet["runs"]["v2"]["h1"]["digest"]
+    report_dir = fleet["work"] / "drift-sync"
+    proc, recap, dummy = _play(fleet, DRIFT, dict(deploy_digest=v2, deploy_drift_report_dir=str(report_dir)))
+    assert proc.returncode == 0, _log(proc)
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["counts"]["in_sync"] == 2 and report["differing"] == [], report
+    # h2's fstab line goes (a reboot would mount nothing): h2 drifts and comes first
+    fstab = fleet["hosts"]["h2"]["deploy_fstab"]
+    with open(fstab) as f:
+        kept = [line for line in f.read().splitlines(True) if "composefs" not in line]
+    with open(fstab, "w") as f:
+        f.writelines(kept)
+    proc, recap, dummy = _play(fleet, DRIFT, dict(deploy_digest=v2, deploy_drift_report_dir=str(report_dir)))
+    report = json.loads((report_dir / "report.json").read_text())
+    assert [h["host"] for h in report["hosts"]] == ["h2", "h1"] and report["differing"] == ["h2"]
+    assert report["hosts"][0]["problems"] == ["not persisted: no managed fstab line, so a reboot mounts nothing"]
+    assert recap["h1"]["changed"] == 1 and recap["h2"]["changed"] == 0, recap  # the report changed, the hosts did not
+    # the deploy puts the line back (the mount was right, only the fstab changes)
+    proc, recap, dummy = _play(fleet, ROLLBACK, dict(deploy_rollback_version="v2"))
+    assert proc.returncode == 0 and recap["h2"]["changed"] == 1 and recap["h1"]["changed"] == 0, _log(proc)
+    assert _fstab_digest(fleet, "h2") == v2
