@@ -42,7 +42,7 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=transfer.push_argument_spec())
         src = self._loader.path_dwim(args["src"])
         try:
-            plan = transfer.source_plan(src, args["ref"])
+            plan = transfer.source_plan(src, args["ref"], cache_dir=C.DEFAULT_LOCAL_TMP)
         except RepositoryError as exc:
             raise AnsibleActionFail("src %s: %s" % (src, exc)) from exc
         dest_ref = args["dest_ref"] if args["dest_ref"] is not None else plan["name"]

@@ -428,6 +428,22 @@ class ObjectStore:
             raise ObjectStoreError("cannot create a staging file in %s: %s" % (os.path.join(self.root, rel[:2]), exc.strerror))
         return (rel[:2], name), fd, 0
 
+    def claim_staged(self, tmp):
+        """Rename the staging file ``tmp`` to a unique name, while its writer still holds it open; returns the new ``tmp``.
+
+        A file staged under a fixed name (``open_staging(name=...)``) can then not
+        be reopened by another writer between the close of its descriptor (which
+        fs-verity needs: no writable descriptor may be open) and its publication.
+        """
+        sub, name = tmp
+        new = "%s%s.%d.%s" % (TEMP_PREFIX, "claimed", os.getpid(), os.urandom(4).hex())
+        dfd = self._subdir(sub)
+        try:
+            os.rename(name, new, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            raise ObjectStoreError("cannot rename the staging file %s: %s" % (os.path.join(self.root, sub, name), exc.strerror))
+        return (sub, new)
+
     def sync_staged(self, temps):
         """Make staged files durable (one syncfs() for the batch where possible)."""
         self._sync_staged(temps)

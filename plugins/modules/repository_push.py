@@ -18,7 +18,7 @@ description:
   - One task makes two module runs and at most one file transfer per host. First the host reports which of the
     image's objects it lacks and whether it has the image. Then the controller writes those objects (and the image,
     when it is missing) into one bundle file, copies it to the host's remote temporary directory, and the host
-    imports it. Nothing missing and the ref already right means no transfer and RV(changed=false).
+    imports it. Nothing missing and the ref already right means no transfer and C(changed=false).
   - The host writes every object to a staging file beside its final name while computing its fs-verity digest (in
     the repository's algorithm), and renames nothing into place before every object of the bundle matched its name.
     A corrupt or truncated bundle is refused and leaves the repository as it was. The image is published last, then

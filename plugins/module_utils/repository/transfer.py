@@ -231,6 +231,7 @@ def import_bundle(repo, bundle, digest, check_mode=False):
         store = repo.store()
         staged = []
         try:
+            store.clean_stale_temp_files()  # staging files of killed runs, once no other writer is active
             staged = _stage_entries(store, f, entries, bundle)
             store.sync_staged([tmp for tmp, _d in staged])
             # The image last: an image whose objects are all in place before it appears.
@@ -301,17 +302,48 @@ def receive(path, digest, objects, bundle, dest_ref, algorithm, erofs_version=1,
 # -- the controller's side -------------------------------------------------------------------
 
 
-def source_plan(src, ref):
+def _cached_image_objects(repo, digest, cache_dir):
+    """``repo.image_objects(digest)``, kept in ``cache_dir`` (an image's objects follow from its digest).
+
+    The action plugin runs once per host; with the run's local temporary
+    directory as ``cache_dir`` the image is read once per run, not once per host.
+    """
+    if not cache_dir:
+        return repo.image_objects(digest)
+    path = os.path.join(cache_dir, "composefs-image-objects-%s-%s.json" % (repo.algorithm, digest))
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        if isinstance(cached, list) and all(isinstance(rel, str) for rel in cached):
+            return cached
+    except (OSError, ValueError):
+        pass
+    objects = repo.image_objects(digest)
+    tmp = "%s.tmp-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(objects, f)
+        os.rename(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return objects
+
+
+def source_plan(src, ref, cache_dir=None):
     """What to push from the controller's repository ``src``: a dict with ``digest``, ``algorithm``,
     ``erofs_version``, ``objects`` (``XX/<rest>``) and ``name`` (``ref`` when it is a ref name, else None).
 
     Refuses an image whose objects ``src`` lacks: the host would get an image it cannot mount.
+    ``cache_dir``: see :func:`_cached_image_objects`.
     """
     with repository.Repository(src) as repo:
         digest = repo.resolve(ref)
         if repo.object_size(digest) is None:
             raise RepositoryError("%s names the image %s, but %s has no such object" % (ref, digest, src))
-        objects = repo.image_objects(digest)
+        objects = _cached_image_objects(repo, digest, cache_dir)
         lacking = [rel for rel in objects if repo.object_size(rel.replace("/", "")) is None]
         if lacking:
             raise RepositoryError("%s lacks %d object(s) of the image %s (%s...): it cannot push what it does not have; "
