@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 from ansible_run import BIN, run_module
+from nginx_server import nginx_server
 from support import TOP
 
 DEPLOY = os.path.join(TOP, "playbooks", "deploy.yml")
@@ -86,12 +87,12 @@ def fleet(ext4, tmp_path_factory):
             subprocess.run(["umount", "-l", hv["deploy_mount_point"]], stderr=subprocess.DEVNULL, check=False)
 
 
-def _play(fleet, playbook, extra):
+def _play(fleet, playbook, extra, inventory=None):
     for name in os.listdir(str(fleet["out"])):
         os.unlink(os.path.join(str(fleet["out"]), name))
     args = dict(fleet["common"], **extra)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", str(fleet["inventory"]), str(playbook), "-e", json.dumps(args)]
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", str(inventory or fleet["inventory"]), str(playbook), "-e", json.dumps(args)]
     proc = subprocess.run(argv, cwd=TOP, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     recap = {}
     for line in proc.stdout.splitlines():
@@ -100,7 +101,7 @@ def _play(fleet, playbook, extra):
             keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
             recap[match.group(1)] = dict(zip(keys, (int(g) for g in match.groups()[1:])))
     results = {}
-    for host in HOSTS:
+    for host in HOSTS + ("h3",):
         path = os.path.join(str(fleet["out"]), host + ".json")
         if os.path.exists(path):
             with open(path) as f:
@@ -294,3 +295,51 @@ def test_drift_report_in_sync_then_an_unpersisted_host_first(fleet):
     proc, recap, dummy = _play(fleet, ROLLBACK, dict(deploy_rollback_version="v2"))
     assert proc.returncode == 0 and recap["h2"]["changed"] == 1 and recap["h1"]["changed"] == 0, _log(proc)
     assert _fstab_digest(fleet, "h2") == v2
+
+
+def test_pull_mode_from_nginx_refuses_a_corrupt_object(fleet):
+    """A third host pulls v1 from nginx serving the source repository; a corrupt object on the server fails it first."""
+    _tree(os.path.join(str(fleet["work"]), "tree-v1"), "v1")
+    work = fleet["work"] / "pull"
+    work.mkdir()
+    fstab = work / "h3.fstab"
+    fstab.write_text("# h3\n")
+    h3 = dict(fleet["hosts"]["h1"], deploy_repository=os.path.join(fleet["base"], "h3", "repo"),
+              deploy_mount_point=str(work / "app"), deploy_fstab=str(fstab))
+    inventory = work / "inventory.json"
+    inventory.write_text(json.dumps(dict(all=dict(hosts=dict(h3=h3)))))
+    source = fleet["common"]["deploy_source_repository"]
+    args = dict(deploy_version="v1", deploy_ref="app/v1", deploy_build_tree=os.path.join(str(fleet["work"]), "tree-v1"),
+                deploy_transfer="pull")
+    # the image in the served repository first (the deploy's first play would build it too)
+    run_module("composefs.fleet.repository", dict(path=source, algorithm="sha256", insecure=True))
+    built = run_module("composefs.fleet.image", dict(src=args["deploy_build_tree"], repository=source, ref="app/v1"))
+    assert not built["failed"], built
+    digest = run_module("composefs.fleet.repository_info", dict(path=source, images=[]))["refs"]["app/v1"]
+    os.chmod(source, 0o755)
+    with nginx_server(source, str(work / "nginx")) as url:
+        args["deploy_pull_url"] = url
+        objects = sorted(os.path.join(d, f) for d, dummy_s, fs in os.walk(os.path.join(source, "objects")) for f in fs
+                         if not os.path.join(d, f).endswith(digest[2:]))
+        victim = objects[0]
+        with open(victim, "rb") as f:
+            good = f.read()
+        os.chmod(victim, 0o644)
+        with open(victim, "r+b") as f:
+            f.write(bytes([good[0] ^ 0xFF]))
+        try:
+            proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
+        finally:
+            with open(victim, "wb") as f:
+                f.write(good)
+        assert proc.returncode != 0 and recap["h3"]["failed"] == 1, _log(proc)
+        assert "Pull the objects this host lacks" in proc.stdout and not os.path.ismount(h3["deploy_mount_point"])
+        # the good copy back on the server: the pull completes, the image is mounted, a rerun fetches nothing
+        proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
+        assert proc.returncode == 0, _log(proc)
+        assert results["h3"]["digest"] == digest and int(results["h3"]["bytes_sent"]) > 0
+        with open(os.path.join(h3["deploy_mount_point"], "VERSION")) as f:
+            assert f.read() == "v1\n"
+        proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
+        assert proc.returncode == 0 and recap["h3"]["changed"] == 0 and int(results["h3"]["bytes_sent"]) == 0, _log(proc)
+    run_module("composefs.fleet.mount", dict(path=h3["deploy_mount_point"], state="absent", fstab=str(fstab)))
