@@ -22,6 +22,8 @@ from ansible_run import BIN, run_module
 from nginx_server import nginx_server
 from support import TOP
 
+from ansible_collections.composefs.fleet.plugins.module_utils.repository import repo as repository
+
 DEPLOY = os.path.join(TOP, "playbooks", "deploy.yml")
 DRIFT = os.path.join(TOP, "playbooks", "drift_report.yml")
 ROLLBACK = os.path.join(TOP, "playbooks", "rollback.yml")
@@ -309,37 +311,38 @@ def test_pull_mode_from_nginx_refuses_a_corrupt_object(fleet):
     inventory = work / "inventory.json"
     inventory.write_text(json.dumps(dict(all=dict(hosts=dict(h3=h3)))))
     source = fleet["common"]["deploy_source_repository"]
-    args = dict(deploy_version="v1", deploy_ref="app/v1", deploy_build_tree=os.path.join(str(fleet["work"]), "tree-v1"),
-                deploy_transfer="pull")
-    # the image in the served repository first (the deploy's first play would build it too)
+    # the image in the served repository first (no build in the deploy runs: a build would mend the corrupt object)
+    args = dict(deploy_version="v1", deploy_ref="app/v1", deploy_transfer="pull")
     run_module("composefs.fleet.repository", dict(path=source, algorithm="sha256", insecure=True))
-    built = run_module("composefs.fleet.image", dict(src=args["deploy_build_tree"], repository=source, ref="app/v1"))
+    built = run_module("composefs.fleet.image", dict(src=os.path.join(str(fleet["work"]), "tree-v1"), repository=source, ref="app/v1"))
     assert not built["failed"], built
     digest = run_module("composefs.fleet.repository_info", dict(path=source, images=[]))["refs"]["app/v1"]
-    os.chmod(source, 0o755)
-    with nginx_server(source, str(work / "nginx")) as url:
-        args["deploy_pull_url"] = url
-        objects = sorted(os.path.join(d, f) for d, dummy_s, fs in os.walk(os.path.join(source, "objects")) for f in fs
-                         if not os.path.join(d, f).endswith(digest[2:]))
-        victim = objects[0]
-        with open(victim, "rb") as f:
-            good = f.read()
-        os.chmod(victim, 0o644)
-        with open(victim, "r+b") as f:
-            f.write(bytes([good[0] ^ 0xFF]))
-        try:
+    try:
+        os.chmod(source, 0o755)
+        with nginx_server(source, str(work / "nginx")) as url:
+            args["deploy_pull_url"] = url
+            with repository.Repository(source) as repo:
+                victim = os.path.join(source, "objects", sorted(repo.image_objects(digest))[0])
+            with open(victim, "rb") as f:
+                good = f.read()
+            mode = os.stat(victim).st_mode
+            with open(victim, "r+b") as f:
+                f.write(bytes([good[0] ^ 0xFF]))
+            try:
+                proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
+            finally:
+                with open(victim, "wb") as f:
+                    f.write(good)
+                os.chmod(victim, mode)
+            assert proc.returncode != 0 and recap["h3"]["failed"] == 1, _log(proc)
+            assert "Pull the objects this host lacks" in proc.stdout and not os.path.ismount(h3["deploy_mount_point"])
+            # the good copy back on the server: the pull completes, the image is mounted, a rerun fetches nothing
             proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
-        finally:
-            with open(victim, "wb") as f:
-                f.write(good)
-        assert proc.returncode != 0 and recap["h3"]["failed"] == 1, _log(proc)
-        assert "Pull the objects this host lacks" in proc.stdout and not os.path.ismount(h3["deploy_mount_point"])
-        # the good copy back on the server: the pull completes, the image is mounted, a rerun fetches nothing
-        proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
-        assert proc.returncode == 0, _log(proc)
-        assert results["h3"]["digest"] == digest and int(results["h3"]["bytes_sent"]) > 0
-        with open(os.path.join(h3["deploy_mount_point"], "VERSION")) as f:
-            assert f.read() == "v1\n"
-        proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
-        assert proc.returncode == 0 and recap["h3"]["changed"] == 0 and int(results["h3"]["bytes_sent"]) == 0, _log(proc)
-    run_module("composefs.fleet.mount", dict(path=h3["deploy_mount_point"], state="absent", fstab=str(fstab)))
+            assert proc.returncode == 0, _log(proc)
+            assert results["h3"]["digest"] == digest and int(results["h3"]["bytes_sent"]) > 0
+            with open(os.path.join(h3["deploy_mount_point"], "VERSION")) as f:
+                assert f.read() == "v1\n"
+            proc, recap, results = _play(fleet, fleet["wrapper"], args, inventory=inventory)
+            assert proc.returncode == 0 and recap["h3"]["changed"] == 0 and int(results["h3"]["bytes_sent"]) == 0, _log(proc)
+    finally:
+        run_module("composefs.fleet.mount", dict(path=h3["deploy_mount_point"], state="absent", fstab=str(fstab)))
