@@ -32,6 +32,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        link = os.path.join(server.root, rel)
+        if server.symlinks and os.path.islink(link):
+            # composefs-http's convention for a server that keeps symlinks: the target, typed as such.
+            body = os.readlink(link).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/x-symlink-target")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         full = os.path.realpath(os.path.join(server.root, rel))
         if not full.startswith(server.root + "/") or not os.path.isfile(full):
             self.send_response(404)
@@ -75,7 +85,7 @@ def served(tmp_path):
         objects = repo.image_objects(digest)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.root = os.path.realpath(root)
-    server.log, server.unavailable, server.cut, server.ranges = [], {}, {}, True
+    server.log, server.unavailable, server.cut, server.ranges, server.symlinks = [], {}, {}, True, False
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
@@ -176,3 +186,12 @@ def test_url_and_algorithm_checks(tmp_path, served):
         http_pull.pull(str(tmp_path / "z"), url, ref="app/v1", digest=digest)
     for name in ("x", "y", "z"):
         assert not os.path.exists(str(tmp_path / name))  # refused before anything was created
+
+
+def test_a_ref_served_as_a_symlink_target_names_the_digest(tmp_path, served):
+    server, url, digest, _objects = served
+    server.symlinks = True
+    out = _pull(tmp_path, url)
+    assert out["digest"] == digest and out["objects_fetched"] == 3 and out["dest_ref"] == "app/v1"
+    requested = [rel for rel, _r in server.log]
+    assert "images/refs/app/v1" in requested and "objects/%s/%s" % (digest[:2], digest[2:]) in requested
