@@ -15,14 +15,12 @@ delegation.
 from __future__ import annotations
 
 import os
-import re
-import stat
-import tempfile
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.composefs.fleet.plugins.plugin_utils import report_render
+from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import FILE_NAMES, write_if_changed, write_report
 from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import (
     VerityReportError,
     fleet_report,
@@ -31,7 +29,6 @@ from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report impo
     render_all,
 )
 
-FILE_NAMES = dict(json="report.json", md="report.md", html="report.html")
 ARGUMENT_SPEC = dict(
     dest=dict(type="path", required=True),
     formats=dict(type="list", elements="str", choices=sorted(FILE_NAMES), default=["json", "md", "html"]),
@@ -46,56 +43,15 @@ ARGUMENT_SPEC = dict(
 )
 
 
-_OCTAL_MODE = re.compile(r"\A0?[0-7]{3,4}\Z")
+__all__ = ["ActionModule", "parse_mode", "write_if_changed"]
 
 
 def parse_mode(mode):
-    """The file mode from an octal string ("0644", "644"); integers are refused.
-
-    YAML reads ``mode: 644`` as the decimal number 644 and ``mode: 0644`` as 420, and
-    ansible.builtin.file documents that only a quoted string is read as octal: an
-    integer here is almost always a mode that would come out wrong, so it is refused.
-    """
-    if not isinstance(mode, str):
-        what = "the number %d" % mode if isinstance(mode, int) and not isinstance(mode, bool) else "%s" % type(mode).__name__
-        raise AnsibleActionFail("mode must be a quoted octal string such as '0644', not %s: YAML reads 644 as a decimal number "
-                                "and 0644 as 420 (quote it, as for ansible.builtin.file)" % what)
-    if not _OCTAL_MODE.match(mode):
-        raise AnsibleActionFail("mode %r is not an octal file mode such as '0644'" % (mode,))
-    return int(mode, 8)
-
-
-def write_if_changed(path, data, mode, check_mode):
-    """Replace ``path`` atomically with ``data`` unless it already has it (and ``mode``). Returns whether it changed."""
+    """The file mode from a quoted octal string (see report_render.parse_mode); a task failure otherwise."""
     try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            same = f.read() == data
-        if same and stat.S_IMODE(st.st_mode) == mode:
-            return False
-        if same:
-            if not check_mode:
-                os.chmod(path, mode)
-            return True
-    except FileNotFoundError:
-        pass
-    if check_mode:
-        return True
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return True
+        return report_render.parse_mode(mode)
+    except report_render.ReportRenderError as exc:
+        raise AnsibleActionFail(str(exc)) from exc
 
 
 class ActionModule(ActionBase):
@@ -130,19 +86,8 @@ class ActionModule(ActionBase):
         dest = os.path.abspath(params["dest"])
         mode = parse_mode(params["mode"])
         check_mode = self._task.check_mode
-        changed = False
-        written = []
         try:
-            if not os.path.isdir(dest):
-                changed = True
-                if not check_mode:
-                    os.makedirs(dest, 0o755)
-            for fmt in params["formats"]:
-                path = os.path.join(dest, FILE_NAMES[fmt])
-                data = to_bytes(rendered[fmt], errors="surrogate_then_replace")
-                if (check_mode and not os.path.isdir(dest)) or write_if_changed(path, data, mode, check_mode):
-                    changed = True
-                    written.append(path)
+            changed, written = write_report(dest, dict((fmt, rendered[fmt]) for fmt in params["formats"]), mode, check_mode)
         except OSError as exc:
             raise AnsibleActionFail("cannot write the report in %s: %s" % (dest, exc)) from exc
 

@@ -50,6 +50,9 @@ from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.paths
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.tools import EXTRA_DIRS, TOOLS, parse_version
 from ansible_collections.composefs.fleet.plugins.plugin_utils import boot_column
+from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import hosts_phrase as _hosts
+from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import md as _md
+from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import render_json
 from ansible_collections.composefs.fleet.plugins.plugin_utils.suggestions import did_you_mean
 
 REPORT_VERSION = 1
@@ -771,48 +774,6 @@ def _boot_counts(hosts):
 def _boot_line(report):
     counts = report.get("boot_counts") or {}
     return ", ".join("%d %s" % (n, summary) for summary, n in counts.items()) or "no hosts"
-
-
-def render_json(report):
-    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-
-
-def _hosts(count):
-    return "%d host%s" % (count, "" if count == 1 else "s")
-
-
-# Host data in report.md is text, never markup: HTML (<, >, &) becomes entities; the
-# characters that open code spans, links, emphasis or end a table cell are backslash
-# escaped; control and line-separator characters (a "\\r" would end a table row in
-# some renderers) are written as visible \\xNN / \\uNNNN.
-_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_MD_BACKSLASHED = frozenset("\\`*[]|#~!")
-
-
-def _md_char(ch):
-    if ch in _MD_ENTITIES:
-        return _MD_ENTITIES[ch]
-    if ch in _MD_BACKSLASHED:
-        return "\\" + ch
-    code = ord(ch)
-    if code < 0x20 or 0x7F <= code <= 0x9F:
-        return "\\x%02x" % code
-    if ch in "\u2028\u2029\ufeff":
-        return "\\u%04x" % code
-    return ch
-
-
-def _md(text):
-    text = str(text if text is not None else "")
-    out = []
-    for i, ch in enumerate(text):
-        if ch == "_":
-            # "_" emphasises only at a word's edge: CONFIG_FS_VERITY stays readable
-            inner = 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
-            out.append("_" if inner else "\\_")
-        else:
-            out.append(_md_char(ch))
-    return "".join(out)
 
 
 def render_markdown(report):
