@@ -15,23 +15,14 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("composefs_fleet_harness", os.path.join(HERE, "harness.py"))
-trees = _load("composefs_fleet_deploy_trees", os.path.join(harness.TOP, "extensions", "molecule", "deploy", "make_trees.py"))
+harness = sys.modules["composefs_fleet_harness"]  # loaded by conftest.py
+_spec = importlib.util.spec_from_file_location(
+    "composefs_fleet_deploy_trees", os.path.join(harness.TOP, "extensions", "molecule", "deploy", "make_trees.py"))
+trees = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(trees)
 VENV_BIN = os.path.join(harness.TOP, ".venv", "bin")
 REPO = "/srv/composefs-fleet/ext4-verity/data/repo"
 
@@ -64,14 +55,11 @@ def _module(fleet, module, args):
     return json.loads(body)
 
 
-def test_deploy_with_kernel_verity_and_a_swapped_object(tmp_path):
-    problems = harness.missing_prerequisites(vm=True)
-    if problems:
-        pytest.fail("the test fleet cannot be built:\n  " + "\n  ".join(problems), pytrace=False)
+def test_deploy_with_kernel_verity_and_a_swapped_object(vm_fleet, tmp_path):
+    fleet = vm_fleet
     work = str(tmp_path)
     for version in ("v1", "v2"):
         trees.make(os.path.join(work, "trees", version), version)
-    fleet = harness.up(os.path.join(work, "fleet"), hosts=0, vm=True, kinds=["ext4-verity"])
     try:
         assert _deploy(fleet, work, "v1")["vm01"]["changed"] > 0
         assert _deploy(fleet, work, "v2")["vm01"]["changed"] > 0
@@ -92,5 +80,5 @@ def test_deploy_with_kernel_verity_and_a_swapped_object(tmp_path):
         fsck = _module(fleet, "composefs.fleet.repository_info", dict(path=REPO, fsck=True))["fsck"]
         assert not fsck["ok"] and any(swapped in c["path"] for c in fsck["corrupt"]), fsck
     finally:
-        fleet.down()
-    assert fleet.leftovers() == []
+        # the VM is shared by the tier: take the deployment down again
+        fleet.ssh("vm01", "umount /srv/app; rm -rf %s /srv/app /srv/fstab; true" % os.path.dirname(REPO))

@@ -7,7 +7,6 @@ VM host...) FAILS the test, naming it; nothing here skips.
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -23,17 +22,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest im
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _load(name, filename):
-    # by path, under the names harness.py and vmhost.py look each other up by
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, filename))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("composefs_fleet_harness", "harness.py")
+harness = sys.modules["composefs_fleet_harness"]  # loaded by conftest.py
 VENV_BIN = os.path.join(harness.TOP, ".venv", "bin")
 ANSIBLE = os.path.join(VENV_BIN, "ansible")
 PYTHON_HOSTS = ["ns01", "ns02"]
@@ -307,19 +296,14 @@ def test_down_cleans_up_after_a_crashed_up(tmp_path, monkeypatch):
         harness.Fleet(crashed.state_dir).down()
 
 
-def test_vm_host_has_fs_verity(tmp_path):
+def test_vm_host_has_fs_verity(vm_fleet):
     """The QEMU guest of tests/vm as a fleet host: SSH through a loopback hostfwd, a kernel with fs-verity."""
     require(vm=True)
-    fleet = harness.up(str(tmp_path / "fleet"), hosts=0, vm=True)
-    try:
-        vm = fleet.host("vm01")
-        assert vm["address"] == "127.0.0.1" and vm["kernel_verity"] is True
-        rc, results = ansible(fleet, "fleet", "-m", "ansible.builtin.ping")
-        assert rc == 0 and results["vm01"].get("ping") == "pong", results
-        out = fleet.ssh("vm01", "ls /sys/fs/ext4/features/verity /sys/fs/btrfs/features/verity; findmnt -rn -o TARGET,FSTYPE").stdout
-        assert "/sys/fs/ext4/features/verity" in out and "/sys/fs/btrfs/features/verity" in out
-        for kind in harness.KINDS:
-            assert "%s %s" % (kind.mountpoint, kind.fstype) in out, out
-    finally:
-        fleet.down()
-    assert independent_leftovers(fleet) == []
+    vm = vm_fleet.host("vm01")
+    assert vm["address"] == "127.0.0.1" and vm["kernel_verity"] is True
+    rc, results = ansible(vm_fleet, "fleet", "-m", "ansible.builtin.ping")
+    assert rc == 0 and results["vm01"].get("ping") == "pong", results
+    out = vm_fleet.ssh("vm01", "ls /sys/fs/ext4/features/verity /sys/fs/btrfs/features/verity; findmnt -rn -o TARGET,FSTYPE").stdout
+    assert "/sys/fs/ext4/features/verity" in out and "/sys/fs/btrfs/features/verity" in out
+    for kind in harness.KINDS:
+        assert "%s %s" % (kind.mountpoint, kind.fstype) in out, out
