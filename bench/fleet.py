@@ -60,7 +60,7 @@ def measure(fleet, forks, repeat, work):
     junit_dir = os.path.join(work, "junit-%d-%d" % (len(fleet.hosts), forks))
     ping_env = ansible_env()
     report_env = ansible_env(COMPOSEFS_FLEET_REPORT_DIR=os.path.join(work, "report"), ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit",
-                      JUNIT_OUTPUT_DIR=junit_dir, JUNIT_HIDE_TASK_ARGUMENTS="true")
+                             JUNIT_OUTPUT_DIR=junit_dir, JUNIT_HIDE_TASK_ARGUMENTS="true")
     cold_ping = timed(ping, ping_env)  # the first connections: ssh handshakes, ControlPersist masters
     cold_report = timed(report, report_env)
     timed(facts, ping_env)
