@@ -192,7 +192,8 @@ def measure(harness, n, source, work, repeat, serial, nginx_server):
         print("  ping: %.2f s (runs %s); no-op / ping %.2fx" % (ping, [round(p, 2) for p in pings], push["noop"]["s"] / ping), flush=True)
         deployer.reset()
         bridge = "%s.%d.1" % (harness.SUBNET, fleet.slot)
-        with nginx_server(source, os.path.join(work, "nginx-%d" % n), address=bridge) as url:
+        # every host fetches with deploy_pull_workers (4) connections at once
+        with nginx_server(source, os.path.join(work, "nginx-%d" % n), address=bridge, connections=max(64, 8 * n)) as url:
             pull = measure_mode(deployer, "pull", 1, url=url)
         deployer.reset()
     finally:
