@@ -25,7 +25,7 @@ def fleet_bench(results):
 
 def deploy_bench(results):
     # Its own tables and bench/results/deploy.json: push v1, v2, the no-op rerun against ping, pull against push.
-    deploy.main(["--repeat", "3"])
+    deploy.main(["--sizes", "20", "--repeat", "3"])  # 50 hosts: bench/deploy.py --sizes 20,50
 
 
 def podman_bench(results):
