@@ -1,12 +1,17 @@
-"""Shared bits of the benchmarks: timing, the table format, the collection on sys.path."""
+"""Shared bits of the benchmarks: timing, the table format, the collection on sys.path, the SSH test fleet."""
+import importlib.util
 import os
+import re
 import resource
 import subprocess
 import sys
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(TOP, ".venv", "bin")
 sys.path.insert(0, os.path.join(TOP, ".cache", "collections"))
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)")
+_RECAP_KEYS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 
 
 class Timing(float):
@@ -58,3 +63,60 @@ def report(name, ours, theirs, what, ratio_kind="speed"):
         cpu = "   cpu %.3f s / %.3f s = %.2fx" % (ours.cpu, theirs.cpu, theirs.cpu / ours.cpu)
     print("%-44s ours %8.3f s   %-28s %8.3f s   ratio %.2fx%s" % (name, ours, what, theirs, ratio, cpu), flush=True)
     return row
+
+
+# ---------------------------------------------------------------------------- the SSH test fleet (bench/fleet.py, bench/deploy.py)
+def load_module(name, relpath):
+    """The project's file ``relpath`` (e.g. tests/fleet/harness.py) as module ``name``, loaded once."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(TOP, relpath))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def fleet_harness():
+    """tests/fleet/harness.py as a module: ``up(state_dir, hosts=N, kinds=[...])``, ``Fleet.down()``."""
+    return load_module("composefs_fleet_harness", os.path.join("tests", "fleet", "harness.py"))
+
+
+def ansible_env(**extra):
+    """The environment of an ansible or ansible-playbook run from the project's venv, with its ansible.cfg."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    env.update(extra)
+    return env
+
+
+def timed_command(argv, env, who="bench"):
+    """Run ``argv`` in the project's top directory: (wall seconds, the CompletedProcess); a failure ends the bench."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=TOP, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit("%s: %s failed (exit %d):\n%s\n%s" % (who, " ".join(argv), proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
+    return took, proc
+
+
+def ping_command(inventory, forks, pattern="fleet"):
+    """``ansible PATTERN -m ping``: the reference of the fleet benchmarks."""
+    return [os.path.join(VENV_BIN, "ansible"), "-i", inventory, pattern, "-m", "ansible.builtin.ping", "--forks", str(forks)]
+
+
+def play_recap(stdout):
+    """host -> {ok, changed, unreachable, failed, skipped, rescued, ignored} from ansible-playbook's PLAY RECAP."""
+    recap = {}
+    for line in stdout.splitlines():
+        match = _RECAP.match(line)
+        if match:
+            recap[match.group(1)] = dict(zip(_RECAP_KEYS, (int(g) for g in match.groups()[1:])))
+    return recap
+
+
+def markdown_table(header, rows, align=None):
+    """A Markdown table: ``header`` a list of titles, ``rows`` lists of cells (str() of each); ``align`` "l"/"r" per column."""
+    align = align or ["r"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -15,49 +15,25 @@ Not a test: prints a table (and writes bench/results/fleet.json); ``--strict`` e
 
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.join(TOP, ".venv", "bin")
+from common import TOP, VENV_BIN, ansible_env, fleet_harness, markdown_table, ping_command, timed_command
+
 PLAYBOOK = os.path.join(TOP, "playbooks", "verity_report.yml")
 BAR_RATIO = 1.5
 BAR_SIZE = 20
 
 
-def _harness():
-    name = "composefs_fleet_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(TOP, "tests", "fleet", "harness.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _env(**extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(TOP, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
-    env.update(extra)
-    return env
-
-
 def timed(argv, env):
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=TOP, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    took = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit("bench/fleet.py: %s failed (exit %d):\n%s\n%s" % (" ".join(argv), proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
-    return took
+    return timed_command(argv, env, who="bench/fleet.py")[0]
 
 
 def task_breakdown(junit_dir):
@@ -76,15 +52,15 @@ def task_breakdown(junit_dir):
 
 def measure(fleet, forks, repeat, work):
     inventory = fleet.inventory_path
-    ping = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, "fleet", "-m", "ansible.builtin.ping", "--forks", str(forks)]
+    ping = ping_command(inventory, forks)
     report = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, PLAYBOOK, "--forks", str(forks)]
     # the role's one module call alone, ad hoc: the floor of what the playbook can cost
     facts = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, "fleet", "-m", "composefs.fleet.verity_facts",
              "-a", "paths={{ verity_check_paths }}", "--forks", str(forks)]
     junit_dir = os.path.join(work, "junit-%d-%d" % (len(fleet.hosts), forks))
-    ping_env = _env()
-    report_env = _env(COMPOSEFS_FLEET_REPORT_DIR=os.path.join(work, "report"), ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit",
-                      JUNIT_OUTPUT_DIR=junit_dir, JUNIT_HIDE_TASK_ARGUMENTS="true")
+    ping_env = ansible_env()
+    report_env = ansible_env(COMPOSEFS_FLEET_REPORT_DIR=os.path.join(work, "report"), ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit",
+                             JUNIT_OUTPUT_DIR=junit_dir, JUNIT_HIDE_TASK_ARGUMENTS="true")
     cold_ping = timed(ping, ping_env)  # the first connections: ssh handshakes, ControlPersist masters
     cold_report = timed(report, report_env)
     timed(facts, ping_env)
@@ -105,14 +81,12 @@ def measure(fleet, forks, repeat, work):
 
 
 def table(rows):
-    lines = ["| hosts | forks | ping (s) | verity_report (s) | ratio | verity_facts ad hoc (s) | ping per host (ms) | report per host (ms) "
-             "| cold ping / report (s) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append("| %d | %d | %.2f | %.2f | %.2fx | %.2f (%.2fx) | %.0f | %.0f | %.2f / %.2f |" % (
-            r["hosts"], r["forks"], r["ping_s"], r["report_s"], r["ratio"], r["facts_s"], r["facts_s"] / r["ping_s"],
-            1000 * r["ping_s"] / r["hosts"], 1000 * r["report_s"] / r["hosts"], r["cold_ping_s"], r["cold_report_s"]))
-    return "\n".join(lines)
+    header = ["hosts", "forks", "ping (s)", "verity_report (s)", "ratio", "verity_facts ad hoc (s)", "ping per host (ms)",
+              "report per host (ms)", "cold ping / report (s)"]
+    return markdown_table(header, [[
+        r["hosts"], r["forks"], "%.2f" % r["ping_s"], "%.2f" % r["report_s"], "%.2fx" % r["ratio"],
+        "%.2f (%.2fx)" % (r["facts_s"], r["facts_s"] / r["ping_s"]), "%.0f" % (1000 * r["ping_s"] / r["hosts"]),
+        "%.0f" % (1000 * r["report_s"] / r["hosts"]), "%.2f / %.2f" % (r["cold_ping_s"], r["cold_report_s"])] for r in rows])
 
 
 def marginal(rows, forks_of):
@@ -139,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--strict", action="store_true", help="exit 1 when the bar (<= %.1fx ping at N = %d) is missed" % (BAR_RATIO, BAR_SIZE))
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    harness = _harness()
+    harness = fleet_harness()
     problems = harness.missing_prerequisites()
     if problems:
         raise SystemExit("bench/fleet.py: the fleet cannot be built:\n  " + "\n  ".join(problems))

@@ -14,12 +14,18 @@ import fsverity_digest  # noqa: E402
 import image_build  # noqa: E402
 import memory  # noqa: E402
 import fleet  # noqa: E402
+import deploy  # noqa: E402
 import podman  # noqa: E402
 
 
 def fleet_bench(results):
     # Its own tables (and docs/benchmarks-fleet.md when asked): N = 5, 10, 20 hosts, forks = N.
     fleet.main(["--repeat", "3"])
+
+
+def deploy_bench(results):
+    # Its own tables and bench/results/deploy.json: push v1, v2, the no-op rerun against ping, pull against push.
+    deploy.main(["--sizes", "20", "--repeat", "3"])  # 50 hosts: bench/deploy.py --sizes 20,50
 
 
 def podman_bench(results):
@@ -30,6 +36,7 @@ def podman_bench(results):
 
 BENCHES = [("fs-verity digest", fsverity_digest.main), ("composefs image", image_build.main),
            ("peak memory", memory.main), ("fleet: verity_report vs ping", fleet_bench),
+           ("fleet: deploy (push, no-op rerun vs ping, pull)", deploy_bench),
            ("real Podman: zstd:chunked + composefs vs gzip", podman_bench)]
 
 

@@ -36,7 +36,7 @@ def free_port(address="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def _config(workdir, root, address, port, extra, ssl):
+def _config(workdir, root, address, port, extra, ssl, connections):
     temp = os.path.join(workdir, "temp")
     listen = "%s:%d%s" % (address, port, " ssl" if ssl else "")
     tls = ""
@@ -47,7 +47,7 @@ user root;
 worker_processes 1;
 error_log %(dir)s/error.log;
 pid %(dir)s/nginx.pid;
-events { worker_connections 64; }
+events { worker_connections %(connections)d; }
 http {
   log_format plain '$request_uri $status "$http_range" $body_bytes_sent';
   access_log %(dir)s/access.log plain;
@@ -64,21 +64,22 @@ http {
     %(extra)s
   }
 }
-""" % {"dir": workdir, "temp": temp, "listen": listen, "root": root, "extra": extra, "tls": tls}
+""" % {"dir": workdir, "temp": temp, "listen": listen, "root": root, "extra": extra, "tls": tls, "connections": connections}
 
 
 @contextlib.contextmanager
-def nginx_server(root, workdir, extra="", address="127.0.0.1", ssl=None):
+def nginx_server(root, workdir, extra="", address="127.0.0.1", ssl=None, connections=64):
     """Serve ``root``; yields the base URL (``http://address:port/``). ``ssl``: (cert, key) paths for HTTPS.
 
     ``extra`` is inserted into the server block (``location`` blocks, ``limit_rate``...).
+    ``connections``: nginx's worker_connections (its one worker's limit of simultaneous connections).
     """
     binary = nginx_binary()
     os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
     port = free_port(address)
     conf = os.path.join(workdir, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(_config(workdir, root, address, port, extra, ssl))
+        f.write(_config(workdir, root, address, port, extra, ssl, connections))
     test = subprocess.run([binary, "-t", "-p", workdir, "-c", conf, "-g", "daemon off;"], capture_output=True, text=True,
                           check=False)
     if test.returncode != 0:
