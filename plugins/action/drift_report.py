@@ -20,7 +20,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.composefs.fleet.plugins.plugin_utils import report_render
 from ansible_collections.composefs.fleet.plugins.plugin_utils.drift_report import DriftReportError, drift_report, host_drift, render_all
 from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import FILE_NAMES, write_report
-from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import plain
+from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import report_hosts
 
 ARGUMENT_SPEC = dict(
     dest=dict(type="path", required=True),
@@ -47,15 +47,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         dummy, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        hostvars = task_vars.get("hostvars") or {}
-        hosts = list(params["hosts"] if params["hosts"] is not None else task_vars.get("ansible_play_hosts_all") or [])
-        active = set(params["active_hosts"] if params["active_hosts"] is not None else task_vars.get("ansible_play_hosts") or hosts)
-
-        def hostvar(host, name):
-            try:
-                return plain(hostvars[host].get(name))
-            except (KeyError, TypeError):
-                return None
+        hosts, active, hostvar = report_hosts(params, task_vars)
 
         entries = []
         for host in hosts:

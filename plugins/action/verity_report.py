@@ -26,6 +26,7 @@ from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report impo
     fleet_report,
     host_record,
     plain,
+    report_hosts,
     render_all,
 )
 
@@ -63,15 +64,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         dummy, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        hostvars = task_vars.get("hostvars") or {}
-        hosts = list(params["hosts"] if params["hosts"] is not None else task_vars.get("ansible_play_hosts_all") or [])
-        active = set(params["active_hosts"] if params["active_hosts"] is not None else task_vars.get("ansible_play_hosts") or hosts)
-
-        def hostvar(host, name):
-            try:
-                return plain(hostvars[host].get(name))
-            except (KeyError, TypeError):
-                return None
+        hosts, active, hostvar = report_hosts(params, task_vars)
 
         records = [host_record(host, hostvar(host, params["module_var"]), active=host in active,
                                policy=hostvar(host, params["policy_var"]), boot_result=hostvar(host, params["boot_var"]))

@@ -26,40 +26,18 @@ description:
   - Host data is untrusted - it is escaped in C(report.md) and C(report.html) exactly as in the verity report (the same
     renderer), and a host whose results have the wrong shape is reported as V(error).
   - A file is written only when its content (or mode) changes.
+extends_documentation_fragment:
+  - composefs.fleet.report
 author:
   - composefs.fleet developers (@composefs-fleet)
 options:
-  dest:
-    description:
-      - Directory on the controller for the report files; created (mode 0755) if missing. A relative path is relative
-        to the controller's current directory.
-    type: path
-    required: true
   name:
     description: The deployment's name (the refs' prefix, C(NAME/current)).
     type: str
     required: true
-  formats:
-    description: Which files to write - V(json) (C(report.json)), V(md) (C(report.md)), V(html) (C(report.html)).
-    type: list
-    elements: str
-    choices: [html, json, md]
-    default: [json, md, html]
   title:
     description: The report's title. Default C(composefs deployment drift report - NAME).
     type: str
-  mode:
-    description: File mode of the report files, as a quoted octal string (V("0644")); a number is refused.
-    type: raw
-    default: "0644"
-  hosts:
-    description: The hosts of the report, in order. Defaults to C(ansible_play_hosts_all).
-    type: list
-    elements: str
-  active_hosts:
-    description: The hosts still in the play; the others are reported as having failed before. Defaults to C(ansible_play_hosts).
-    type: list
-    elements: str
   desired:
     description:
       - The digest every host should run. Without it, each host's O(desired_var); without that, the host's own
@@ -82,23 +60,7 @@ options:
     type: str
     default: deploy_drift_missing
 notes:
-  - The report has no timestamps, so a run over an unchanged fleet changes nothing.
   - See docs/deploy.md in the collection for the report format.
-attributes:
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
-    details: In check mode nothing is written; C(changed) says whether a file would change.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: N/A
-    platforms: posix
 seealso:
   - module: composefs.fleet.mount_info
   - module: composefs.fleet.repository_info

@@ -130,6 +130,24 @@ def plain(value):
     return value
 
 
+def report_hosts(params, task_vars):
+    """The report's hosts (in order), the set still in the play, and a reader of a host's variable as plain data.
+
+    ``hosts``/``active_hosts`` default to the play's ``ansible_play_hosts_all``/``ansible_play_hosts``.
+    """
+    hostvars = task_vars.get("hostvars") or {}
+    hosts = list(params["hosts"] if params["hosts"] is not None else task_vars.get("ansible_play_hosts_all") or [])
+    active = set(params["active_hosts"] if params["active_hosts"] is not None else task_vars.get("ansible_play_hosts") or hosts)
+
+    def hostvar(host, name):
+        try:
+            return plain(hostvars[host].get(name))
+        except (KeyError, TypeError):
+            return None
+
+    return hosts, active, hostvar
+
+
 def _search(expression, data):
     if jmespath is None:
         raise VerityReportError("the verity report needs the jmespath Python library on the controller (pip install jmespath)")
