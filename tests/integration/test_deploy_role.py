@@ -178,12 +178,56 @@ def test_v2_ships_only_the_changed_file(fleet):
     fleet["runs"]["v2"] = results
 
 
+def _deployment(fleet, host, digest):
+    hv = fleet["hosts"][host]
+    return run_module("composefs.fleet.deployment_info", dict(
+        path=hv["deploy_repository"], name="app", digest=digest, mount_point=hv["deploy_mount_point"],
+        verity="userspace", helper="never", fstab=hv["deploy_fstab"]))
+
+
 def test_rerun_changes_nothing(fleet):
+    v2 = fleet["runs"]["v2"]["h1"]["digest"]
+    for host in HOSTS:
+        info = _deployment(fleet, host, v2)
+        assert info["in_place"] is True and info["differences"] == [] and not info["changed"], info
+        assert info["current"] == v2 and info["image"]["missing_count"] == 0 and info["mount"]["digest"] == v2
     proc, recap, results = _deploy(fleet, "v2")
     assert proc.returncode == 0, _log(proc)
     for host in HOSTS:
         assert recap[host]["changed"] == 0, (recap, _log(proc))
         assert int(results[host]["bytes_sent"]) == 0
+    # hosts in place are read once (deployment_info) and left alone: no transfer, mount or gc task ran
+    for task in ("Ensure the host repository", "Push the objects", "Mount the image", "Collect what no ref"):
+        assert "TASK [composefs.fleet.deploy : %s" % task not in proc.stdout, _log(proc)
+
+
+def test_rerun_repairs_what_drifted(fleet):
+    """A host out of place (an object gone, the fstab line gone) gets every step again; the other is left alone."""
+    v2 = fleet["runs"]["v2"]["h1"]["digest"]
+    repo = fleet["hosts"]["h1"]["deploy_repository"]
+    with repository.Repository(repo) as opened:
+        victim = opened.image_objects(v2)[0]
+    os.unlink(os.path.join(repo, "objects", victim))
+    fstab = fleet["hosts"]["h2"]["deploy_fstab"]
+    with open(fstab) as f:
+        kept = [line for line in f.read().splitlines(True) if "composefs" not in line]
+    with open(fstab, "w") as f:
+        f.writelines(kept)
+    info = _deployment(fleet, "h1", v2)
+    assert info["in_place"] is False and info["image"]["missing_objects"] == [victim], info
+    assert info["differences"] == ["1 objects of the image are missing (%s)" % victim], info
+    info = _deployment(fleet, "h2", v2)
+    assert info["in_place"] is False and info["mount"]["persisted"] is False, info
+    assert info["differences"] == ["%s is not mounted and persisted as asked (the mount module would change it)"
+                                   % fleet["hosts"]["h2"]["deploy_mount_point"]], info
+    proc, recap, results = _deploy(fleet, "v2")
+    assert proc.returncode == 0, _log(proc)
+    assert int(results["h1"]["objects_sent"]) == 1 and recap["h1"]["changed"] > 0, (results, recap)
+    assert os.path.exists(os.path.join(repo, "objects", victim))
+    assert int(results["h2"]["bytes_sent"]) == 0 and recap["h2"]["changed"] == 1, (results, recap)
+    assert _fstab_digest(fleet, "h2") == v2
+    for host in HOSTS:
+        assert _deployment(fleet, host, v2)["in_place"] is True
 
 
 def test_v3_failing_health_check_rolls_the_batch_back_and_stops(fleet):
