@@ -4,8 +4,8 @@
 """Action plugin behind composefs.fleet.drift_report: the deployment drift report, built and written on the controller.
 
 Runs once for the play (the deploy role's ``drift`` entry point calls it with
-``run_once``). It reads every host's registered composefs.fleet.mount_info and
-composefs.fleet.repository_info results and its desired digest from ``hostvars``, builds
+``run_once``). It reads every host's registered composefs.fleet.deployment_info result
+and its desired digest from ``hostvars``, builds
 the report with plugins/plugin_utils/drift_report.py and writes the files with the
 verity report's writer, each only when its content changed. Nothing runs on a managed node.
 """
@@ -32,9 +32,7 @@ ARGUMENT_SPEC = dict(
     active_hosts=dict(type="list", elements="str"),
     desired=dict(type="str"),
     desired_var=dict(type="str", default="deploy_drift_desired"),
-    mount_var=dict(type="str", default="deploy_drift_mount"),
-    repository_var=dict(type="str", default="deploy_drift_repository"),
-    missing_var=dict(type="str", default="deploy_drift_missing"),
+    result_var=dict(type="str", default="deploy_drift_host"),
 )
 
 
@@ -52,8 +50,7 @@ class ActionModule(ActionBase):
         entries = []
         for host in hosts:
             desired = params["desired"] or hostvar(host, params["desired_var"]) or None
-            entries.append(host_drift(host, params["name"], desired, hostvar(host, params["mount_var"]),
-                                      hostvar(host, params["repository_var"]), hostvar(host, params["missing_var"]),
+            entries.append(host_drift(host, params["name"], desired, hostvar(host, params["result_var"]),
                                       active=host in active))
         try:
             report = drift_report(entries, params["name"], params["title"])

@@ -56,7 +56,24 @@ def _image_status(repo, digest, differences):
     return out
 
 
-def _mount_in_place(mount_point, image, objects, digest, mount_options, differences, run_options):
+def _why_not_mounted(mount, mount_point, digest, verity, fstab):
+    """In words, why the mount module would change the mount at ``mount_point`` (from its mount_status)."""
+    if not mount["mounted"]:
+        return {"other": "someone else's mount is at %s", "covered": "the composefs mount at %s is covered by another mount"
+                }.get(mount["kind"], "nothing is mounted at %s") % mount_point
+    if mount["digest"] != digest:
+        return "%s runs %s" % (mount_point, mount["digest"] or "an image without a pin")
+    if mount["verity_mode"] != verity:
+        return "%s is mounted with verity=%s, not %s" % (mount_point, mount["verity_mode"], verity)
+    line = mount["fstab"]
+    if line is None:
+        return "%s is not persisted in %s" % (mount_point, fstab)
+    if line["digest"] != digest or line["verity"] != verity:
+        return "the fstab line of %s pins %s with verity=%s" % (mount_point, line["digest"] or "nothing", line["verity"])
+    return "%s is not mounted and persisted as asked (the mount module would change it)" % mount_point
+
+
+def _mount_in_place(mount_point, image, objects, digest, mount_options, mount, differences, run_options):
     """Whether ``state: mounted`` of the image with these options would change nothing (check mode)."""
     try:
         request = Request(mount_point, image=image, basedir=[objects], digest=digest, state="mounted", **mount_options)
@@ -65,7 +82,7 @@ def _mount_in_place(mount_point, image, objects, digest, mount_options, differen
         differences.append("the mount would fail: %s" % exc)
         return False
     if result["changed"]:
-        differences.append("%s is not mounted and persisted as asked (the mount module would change it)" % mount_point)
+        differences.append(_why_not_mounted(mount, request.path, digest, request.verity, request.fstab))
         return False
     return True
 
@@ -77,7 +94,8 @@ def deployment_status(path, name, mount_point, digest=None, mount_options=None, 
     ``in_place`` is true when the repository holds the image with all its objects,
     ``NAME/current`` names it, and the mount (and its fstab line) is exactly what
     ``composefs.fleet.mount`` with ``mount_options`` would leave; ``differences`` says
-    what is not. Without ``digest`` only the facts are read (``in_place`` is null).
+    what is not. Without ``digest`` only the facts are read, ``image`` is the one
+    ``NAME/current`` names, and ``in_place`` is null.
     """
     mount_options = dict(mount_options or {})
     run_options = dict(mount_run_options or {})
@@ -101,6 +119,9 @@ def deployment_status(path, name, mount_point, digest=None, mount_options=None, 
                 out["image"] = _image_status(repo, digest, differences)
                 if out["current"] != out["image"]["digest"]:
                     differences.append("%s names %s" % (current_ref, out["current"] or "nothing"))
+            elif out["current"]:
+                # facts only: the image NAME/current names (its problems are not differences)
+                out["image"] = _image_status(repo, out["current"], [])
     out["mount"] = mount_status(mount_point, mount_options.get("fstab", "/etc/fstab"), **run_options)
     if not digest:
         out["in_place"] = None
@@ -111,7 +132,7 @@ def deployment_status(path, name, mount_point, digest=None, mount_options=None, 
     if image is not None and image["stored"]:
         objects = os.path.join(repo.path, layout.OBJECTS)
         mounted = _mount_in_place(mount_point, repo.object_path(image["digest"]), objects, image["digest"],
-                                  mount_options, differences, run_options)
+                                  mount_options, out["mount"], differences, run_options)
     elif out["mount"]["digest"] != digest:
         differences.append("%s runs %s" % (mount_point, out["mount"]["digest"] or "no image of this collection's"))
     out["in_place"] = not differences and mounted

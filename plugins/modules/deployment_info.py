@@ -41,8 +41,8 @@ options:
     required: true
   digest:
     description:
-      - The fs-verity digest of the image that should run. Without it only the facts are read and RV(in_place) is
-        null.
+      - The fs-verity digest of the image that should run. Without it only the facts are read, RV(image) is the image
+        C(NAME/current) names, and RV(in_place) is null.
     type: str
   mount_point:
     description: Where the image is mounted. Absolute.
@@ -114,7 +114,8 @@ current:
   returned: always
   type: str
 image:
-  description: The image O(digest) in the repository; null without O(digest) or a repository.
+  description: The image O(digest) (without it, the one C(NAME/current) names) in the repository; null when there is
+    none or no repository.
   returned: always
   type: dict
   contains:

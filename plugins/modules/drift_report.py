@@ -17,12 +17,12 @@ description:
     C(report.json), C(report.md) and C(report.html) into O(dest) on the controller.
   - For each host - the desired digest, the digest mounted at the mount point, whether (and with which digest) it is
     persisted in fstab, the verity mode, C(NAME/current), and the objects of the desired image the host repository
-    lacks. A host where any of these differ is V(drift); hosts are V(in_sync), V(drift), V(unreachable) or V(error).
-    Hosts that differ come first.
+    lacks. A host where any of these differ, or that a deploy would change otherwise (another verity mode, an image that
+    lost its pin), is V(drift); hosts are V(in_sync), V(drift), V(unreachable) or V(error). Hosts that differ come
+    first.
   - Runs entirely on the controller (an action plugin); call it once for the play (C(run_once)). It reads, for each host in
-    O(hosts), the variables named by O(mount_var) (a M(composefs.fleet.mount_info) result), O(repository_var) (a
-    M(composefs.fleet.repository_info) result with the refs and images), O(missing_var) (a M(composefs.fleet.repository_info)
-    result with the desired image's missing objects, optional) and O(desired_var) (the desired digest, unless O(desired)).
+    O(hosts), the variables named by O(result_var) (a registered M(composefs.fleet.deployment_info) result, asked with the
+    desired digest) and O(desired_var) (the desired digest, unless O(desired)).
   - Host data is untrusted - it is escaped in C(report.md) and C(report.html) exactly as in the verity report (the same
     renderer), and a host whose results have the wrong shape is reported as V(error).
   - A file is written only when its content (or mode) changes.
@@ -47,38 +47,24 @@ options:
     description: The variable holding a host's desired digest.
     type: str
     default: deploy_drift_desired
-  mount_var:
-    description: The variable holding a host's registered M(composefs.fleet.mount_info) result.
+  result_var:
+    description: The variable holding a host's registered M(composefs.fleet.deployment_info) result.
     type: str
-    default: deploy_drift_mount
-  repository_var:
-    description: The variable holding a host's registered M(composefs.fleet.repository_info) result (refs and images).
-    type: str
-    default: deploy_drift_repository
-  missing_var:
-    description: The variable holding a host's M(composefs.fleet.repository_info) result for the desired image's missing objects.
-    type: str
-    default: deploy_drift_missing
+    default: deploy_drift_host
 notes:
   - See docs/deploy.md in the collection for the report format.
 seealso:
-  - module: composefs.fleet.mount_info
-  - module: composefs.fleet.repository_info
+  - module: composefs.fleet.deployment_info
 """
 
 EXAMPLES = r"""
-- name: What is mounted, and persisted
-  composefs.fleet.mount_info:
-    path: /srv/app
-  register: deploy_drift_mount
-  ignore_errors: true
-  ignore_unreachable: true
-
-- name: The host repository's refs
-  composefs.fleet.repository_info:
+- name: What each host runs, against the wanted digest
+  composefs.fleet.deployment_info:
     path: /var/lib/composefs/repo
-    images: []
-  register: deploy_drift_repository
+    name: app
+    digest: "{{ wanted_digest }}"
+    mount_point: /srv/app
+  register: deploy_drift_host
   ignore_errors: true
   ignore_unreachable: true
 

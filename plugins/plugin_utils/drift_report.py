@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The deploy role's drift report: which host runs which digest, against the one it should.
 
-Pure, controller-side. For each host it is given the desired digest, the registered
-result of composefs.fleet.mount_info (what is mounted at the deployment's mount point,
-with which digest, and what fstab persists) and of composefs.fleet.repository_info (the
-host repository's refs and images, and the objects of the desired image it lacks). Hosts
-that differ come first. Rendering (JSON, Markdown, HTML) and escaping are the verity
+Pure, controller-side. For each host it is given the desired digest and the registered
+result of composefs.fleet.deployment_info (the host repository's refs, the desired image
+and the objects it lacks, what is mounted at the deployment's mount point with which
+digest, what fstab persists, and whether a deploy would change anything: the deploy
+role's own no-op test, so "in sync" here is "a deploy leaves it alone"). Hosts that
+differ come first. Rendering (JSON, Markdown, HTML) and escaping are the verity
 report's (plugins/plugin_utils/report_render.py); host data is untrusted and a host
 whose results have the wrong shape is reported as ``error``.
 """
@@ -73,32 +74,39 @@ def _text_or_none(value, what):
     raise TypeError("%s is a %s, not text" % (what, type(value).__name__))
 
 
-def host_drift(host, name, desired, mount_result, repo_result, missing_result=None, active=True):
-    """One host's entry: ``status`` (drift, in_sync, unreachable, error), the digests and the problems."""
+def _mapping(value, what):
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError("%s is not a mapping" % what)
+    return value
+
+
+def host_drift(host, name, desired, result, active=True):
+    """One host's entry from its composefs.fleet.deployment_info result: ``status`` (drift, in_sync, unreachable, error),
+    the digests and the problems."""
     out = dict(host=str(host), status=ERROR, desired=desired, desired_version=None, mounted=None, mounted_version=None,
                kind=None, persisted=False, persisted_digest=None, verity=None, current=None, missing_objects=None,
                missing_sample=[], problems=[], message=None)
-    for what, result in (("mount_info", mount_result), ("repository_info", repo_result)):
-        bad = _problem_result(what, result, active)
-        if bad is not None:
-            out["status"], out["message"] = bad
-            return out
+    bad = _problem_result("deployment_info", result, active)
+    if bad is not None:
+        out["status"], out["message"] = bad
+        return out
     try:
-        refs = repo_result.get("refs") or {}
-        images = repo_result.get("images") or {}
-        if not isinstance(refs, Mapping) or not isinstance(images, Mapping):
-            raise TypeError("repository_info refs/images are not mappings")
+        refs = _mapping(result.get("refs"), "deployment_info refs")
+        mount = _mapping(result.get("mount"), "deployment_info mount")
+        image = _mapping(result.get("image"), "deployment_info image")
         refs = dict((str(k), _text_or_none(v, "ref %s" % k)) for k, v in refs.items())
         if not desired:
             desired = refs.get(current_ref(name))
         out["desired"] = desired = _text_or_none(desired, "the desired digest")
-        out["kind"] = _text_or_none(mount_result.get("kind"), "mount_info kind")
-        out["mounted"] = _text_or_none(mount_result.get("digest") if mount_result.get("mounted") else None, "mount_info digest")
-        out["verity"] = _text_or_none(mount_result.get("verity"), "mount_info verity")
-        line = mount_result.get("fstab")
+        out["kind"] = _text_or_none(mount.get("kind"), "mount kind")
+        out["mounted"] = _text_or_none(mount.get("digest") if mount.get("mounted") else None, "mount digest")
+        out["verity"] = _text_or_none(mount.get("verity"), "mount verity")
+        line = mount.get("fstab")
         if line is not None and not isinstance(line, Mapping):
-            raise TypeError("mount_info fstab is not a mapping")
-        out["persisted"] = bool(mount_result.get("persisted")) and line is not None
+            raise TypeError("mount fstab is not a mapping")
+        out["persisted"] = bool(mount.get("persisted")) and line is not None
         out["persisted_digest"] = _text_or_none(line.get("digest"), "fstab digest") if line else None
         out["current"] = refs.get(current_ref(name))
         out["desired_version"] = _version_of(refs, name, desired)
@@ -107,9 +115,9 @@ def host_drift(host, name, desired, mount_result, repo_result, missing_result=No
         if not desired:
             problems.append("no desired digest: none was given and the host has no %s ref" % current_ref(name))
         if out["kind"] == "other":
-            problems.append("someone else's mount is at the mount point (%s)" % (mount_result.get("top") or "?"))
+            problems.append("someone else's mount is at the mount point (%s)" % (mount.get("top") or "?"))
         elif out["kind"] == "covered":
-            problems.append("the composefs mount is covered by another mount (%s)" % (mount_result.get("top") or "?"))
+            problems.append("the composefs mount is covered by another mount (%s)" % (mount.get("top") or "?"))
         elif not out["mounted"]:
             problems.append("nothing of the deployment is mounted")
         elif desired and out["mounted"] != desired:
@@ -122,22 +130,24 @@ def host_drift(host, name, desired, mount_result, repo_result, missing_result=No
             problems.append("fstab persists %s, not the desired %s" % (_short(out["persisted_digest"]), _short(desired)))
         if desired and out["current"] != desired:
             problems.append("%s names %s, not the desired %s" % (current_ref(name), _short(out["current"]), _short(desired)))
-        if desired and desired not in images:
+        if desired and (image.get("digest") != desired or not image.get("stored")):
             problems.append("the desired image is not in the host repository")
-        elif desired and missing_result is not None:
-            bad = _problem_result("repository_info (missing objects)", missing_result, active)
-            if bad is not None:
-                problems.append(bad[1])
-            else:
-                lists = missing_result.get("missing_objects") or {}
-                missing = lists.get(desired) if isinstance(lists, Mapping) else None
-                if missing is not None:
-                    if not isinstance(missing, list):
-                        raise TypeError("missing_objects is not a list")
-                    out["missing_objects"] = len(missing)
-                    out["missing_sample"] = [str(m) for m in missing[:MISSING_SHOWN]]
-                    if missing:
-                        problems.append("%d objects of the desired image are missing" % len(missing))
+        elif desired:
+            missing = image.get("missing_objects")
+            count = image.get("missing_count")
+            if count is not None:
+                if isinstance(count, bool) or not isinstance(count, int) or not isinstance(missing, list):
+                    raise TypeError("missing_count is not a number or missing_objects not a list")
+                out["missing_objects"] = count
+                out["missing_sample"] = [str(m) for m in missing[:MISSING_SHOWN]]
+                if count:
+                    problems.append("%d objects of the desired image are missing" % count)
+        if not problems and result.get("in_place") is False:
+            # what only the mount code sees: other mount options, an image that lost its pin
+            differences = result.get("differences") or []
+            if not isinstance(differences, list):
+                raise TypeError("deployment_info differences is not a list")
+            problems.append("not as a deploy leaves it: %s" % ("; ".join(str(d) for d in differences) or "?"))
         out["problems"] = problems
         out["status"] = DRIFT if problems else IN_SYNC
     except (TypeError, AttributeError, ValueError, KeyError) as exc:

@@ -218,8 +218,7 @@ def test_rerun_repairs_what_drifted(fleet):
     assert info["differences"] == ["1 objects of the image are missing (%s)" % victim], info
     info = _deployment(fleet, "h2", v2)
     assert info["in_place"] is False and info["mount"]["persisted"] is False, info
-    assert info["differences"] == ["%s is not mounted and persisted as asked (the mount module would change it)"
-                                   % fleet["hosts"]["h2"]["deploy_mount_point"]], info
+    assert info["differences"] == ["%s is not persisted in %s" % (fleet["hosts"]["h2"]["deploy_mount_point"], fstab)], info
     proc, recap, results = _deploy(fleet, "v2")
     assert proc.returncode == 0, _log(proc)
     assert int(results["h1"]["objects_sent"]) == 1 and recap["h1"]["changed"] > 0, (results, recap)
@@ -228,6 +227,13 @@ def test_rerun_repairs_what_drifted(fleet):
     assert _fstab_digest(fleet, "h2") == v2
     for host in HOSTS:
         assert _deployment(fleet, host, v2)["in_place"] is True
+    # the verity mode is part of what a deploy asks: a host mounted with userspace is not in place
+    # for verity=off
+    hv = fleet["hosts"]["h1"]
+    other_mode = run_module("composefs.fleet.deployment_info", dict(
+        path=hv["deploy_repository"], name="app", digest=v2, mount_point=hv["deploy_mount_point"], verity="off",
+        helper="never", fstab=hv["deploy_fstab"]))
+    assert "%s is mounted with verity=userspace, not off" % hv["deploy_mount_point"] == other_mode["differences"][0], other_mode
 
 
 def test_v3_failing_health_check_rolls_the_batch_back_and_stops(fleet):

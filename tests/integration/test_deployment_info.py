@@ -44,8 +44,9 @@ def test_committed_but_not_mounted(ext4):
     assert out["repository"]["algorithm_id"] == "fsverity-sha256-12" and out["refs"] == {"app/current": digest}, out
     assert out["current"] == digest
     assert out["image"] == dict(digest=digest, stored=True, linked=True, missing_objects=[], missing_count=0), out
-    assert out["in_place"] is False and out["differences"] == [
-        "%s is not mounted and persisted as asked (the mount module would change it)" % os.path.join(where, "app")], out
+    assert out["in_place"] is False and out["differences"] == ["nothing is mounted at %s" % os.path.join(where, "app")], out
+    facts = exec_module("deployment_info", _args(where))  # no digest: the image NAME/current names, no verdict
+    assert facts["image"]["digest"] == digest and facts["image"]["missing_count"] == 0 and facts["in_place"] is None, facts
     # another image: not in the repository, and NAME/current names something else
     other = "cd" * 32
     out = exec_module("deployment_info", _args(where, digest=other))
