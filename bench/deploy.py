@@ -13,10 +13,10 @@ filesystem each, forks = N) it builds the fleet and, on it:
 The trees are the deploy scenario's (extensions/molecule/deploy/make_trees.py: 200 files
 of 32 KiB; v2 changes one). Both images are built once into a controller-side repository
 before anything is timed, so the times are the distribution and the switch-over. The
-bytes are summed over the hosts from the transfer modules' own return values
-(repository_push's bytes_sent, repository_pull's bytes_fetched); each deploy run ends with
-a one-task play on localhost that records them (included in the times). The bar: the
-no-op rerun takes at most 2x the ping at every size.
+bytes are summed over the hosts from each host's deploy_result (the transfer modules' own
+return values: repository_push's bytes_sent, repository_pull's bytes_fetched; 0 for a host
+left alone), recorded by bench/callback_plugins/deploy_results.py, so the timed run is
+playbooks/deploy.yml alone. The bar: the no-op rerun takes at most 2x the ping at every size.
 
     python bench/deploy.py [--sizes 20,50] [--repeat 3] [--serial 100%] [--markdown FILE] [--strict]
 
@@ -38,22 +38,6 @@ PLAYBOOK = os.path.join(TOP, "playbooks", "deploy.yml")
 BAR_RATIO = 2.0
 KIND = "ext4-plain"  # one data filesystem per host: the repository lives there
 VERSIONS = ("v1", "v2")
-RECORD = """---
-- name: The deploy under test
-  ansible.builtin.import_playbook: %(playbook)s
-
-- name: Record what each host's transfer module returned
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Write the transfer results of the fleet
-      ansible.builtin.copy:
-        content: "{{ dict(groups['fleet'] | zip(groups['fleet'] | map('extract', hostvars)
-          | map(attribute='deploy_transferred', default={}))) | to_json }}"
-        dest: %(out)s
-        mode: "0644"
-      changed_when: false
-"""
 SOURCE = """---
 - name: The source repository and the images, built once
   hosts: localhost
@@ -111,8 +95,6 @@ class Deployer:
         self.fleet = fleet
         self.work = work
         self.forks = len(fleet.hosts)
-        self.out = os.path.join(work, "transferred.json")
-        self.playbook = _write(os.path.join(work, "deploy-and-record.yml"), RECORD % {"playbook": json.dumps(PLAYBOOK), "out": json.dumps(self.out)})
         self.common = _write(os.path.join(work, "vars.json"), json.dumps({
             "deploy_name": "app", "deploy_source_repository": source, "deploy_become": False, "deploy_hosts": "fleet",
             # namespace hosts share this kernel (no fs-verity): the repository on each host's own ext4, userspace verity
@@ -120,27 +102,29 @@ class Deployer:
             "deploy_verity": "userspace", "deploy_mount_point": "/srv/app", "deploy_fstab": "/srv/fstab",
             "deploy_keep": 1, "deploy_serial": serial, "deploy_max_fail_percentage": 0,
             "deploy_health_command": "test -e /srv/app/healthy", "deploy_health_retries": 1, "deploy_health_delay": 0}))
-        self.env = ansible_env()
+        # bench/callback_plugins/deploy_results.py records each host's deploy_result (the role's last set_fact), so
+        # the timed run is playbooks/deploy.yml and nothing else
+        self.out = os.path.join(work, "deploy-results.json")
+        self.env = ansible_env(ANSIBLE_CALLBACK_PLUGINS=os.path.join(TOP, "bench", "callback_plugins"),
+                               ANSIBLE_CALLBACKS_ENABLED="deploy_results", COMPOSEFS_FLEET_BENCH_RESULTS=self.out)
 
     def deploy(self, version, transfer="push", url=""):
         """One run: {seconds, bytes (summed over the hosts), objects, changed (summed task count)}."""
-        if os.path.exists(self.out):
-            os.unlink(self.out)
         extra = {"deploy_version": version, "deploy_ref": "app/" + version, "deploy_transfer": transfer, "deploy_pull_url": url}
-        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", self.fleet.inventory_path, self.playbook, "-e", "@" + self.common,
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", self.fleet.inventory_path, PLAYBOOK, "-e", "@" + self.common,
                 "-e", json.dumps(extra), "--forks", str(self.forks)]
         took, proc = timed_command(argv, self.env, who="bench/deploy.py")
         with open(self.out, encoding="utf-8") as f:
             transferred = json.load(f)
+        os.unlink(self.out)
         names = [h["name"] for h in self.fleet.hosts]
-        missing = [n for n in names if "bytes_sent" not in transferred.get(n, {}) and "bytes_fetched" not in transferred.get(n, {})]
+        missing = [n for n in names if "bytes_sent" not in transferred.get(n, {})]
         if missing:
-            raise SystemExit("bench/deploy.py: no transfer result from %s:\n%s" % (", ".join(missing), proc.stdout[-3000:]))
-        key = "bytes_sent" if transfer == "push" else "bytes_fetched"
-        objects = "objects_sent" if transfer == "push" else "objects_fetched"
+            raise SystemExit("bench/deploy.py: no deploy result from %s:\n%s" % (", ".join(missing), proc.stdout[-3000:]))
         recap = play_recap(proc.stdout)
-        return {"s": round(took, 2), "bytes": sum(int(transferred[n][key]) for n in names),
-                "objects": sum(int(transferred[n][objects]) for n in names),
+        # deploy_result's bytes_sent / objects_sent: the push's, or the pull's bytes_fetched / objects_fetched
+        return {"s": round(took, 2), "bytes": sum(int(transferred[n]["bytes_sent"]) for n in names),
+                "objects": sum(int(transferred[n]["objects_sent"]) for n in names),
                 "changed": sum(recap.get(n, {}).get("changed", 0) for n in names)}
 
     def adhoc(self, module, args):

@@ -25,7 +25,8 @@ description:
   - The deploy role runs it first on every host and skips a host that is in place, so a rerun costs one module run per
     host. Its release refs and garbage collection are planned from RV(refs) (they do not make a host out of place).
   - Holds the repository lock shared while it reads it.
-  - Needs only the Python standard library on the managed node, and root (it reads the mount records).
+  - Needs only the Python standard library on the managed node, and root (it reads the mount records). An action plugin
+    runs it and computes O(plan) on the controller.
 extends_documentation_fragment:
   - composefs.fleet.attributes.read_only
 author:
@@ -71,6 +72,35 @@ options:
     description: Seconds to wait for the repository lock while a garbage collection runs.
     type: float
     default: 300
+  plan:
+    description:
+      - Plan the deploy role's refs from RV(refs) as well, on the controller (the action plugin; the host is read
+        once either way) - which release ref the image gets, what was current, which release refs gc drops - and
+        return it as RV(plan). A new release ref, or release refs to drop, make RV(in_place) false.
+      - With O(plan.rollback=true) the plan puts O(plan.rollback_version) back (O(digest) is then not given, and
+        RV(in_place) stays null).
+    type: dict
+    suboptions:
+      version:
+        description: The version label of the image (empty - its digest's first 12 hex digits).
+        type: str
+        default: ""
+      keep:
+        description: How many previous releases are kept besides the current one.
+        type: int
+        default: 1
+      gc:
+        description: Whether release refs beyond O(plan.keep) are dropped (then they make the host out of place).
+        type: bool
+        default: true
+      rollback:
+        description: Plan a rollback instead of a deploy.
+        type: bool
+        default: false
+      rollback_version:
+        description: The release to roll back to (a version label, release ref or digest; empty - the one before current).
+        type: str
+        default: ""
 seealso:
   - module: composefs.fleet.mount_info
   - module: composefs.fleet.repository_info
@@ -144,6 +174,13 @@ in_place:
   returned: always
   type: bool
   sample: true
+plan:
+  description:
+    - With O(plan), the deploy role's plan (the C(composefs.fleet.deploy_plan) filter's result) - C(digest),
+      C(version), C(current_ref), C(release_ref), C(new_release), C(previous), C(changes_current), C(remove_refs),
+      C(releases).
+  returned: when O(plan) is given
+  type: dict
 differences:
   description: What is not in place, one sentence each.
   returned: always
@@ -155,33 +192,20 @@ differences:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, require_absolute
-from ansible_collections.composefs.fleet.plugins.module_utils.deployment import deployment_status
+from ansible_collections.composefs.fleet.plugins.module_utils import deployment
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            name=dict(type="str", required=True),
-            digest=dict(type="str"),
-            mount_point=dict(type="path", required=True),
-            verity=dict(type="str", choices=["require", "userspace", "off"], default="require"),
-            verify_objects=dict(type="str", choices=["exists", "digest"], default="exists"),
-            helper=dict(type="str", choices=["auto", "always", "never"], default="auto"),
-            fstab=dict(type="path", default="/etc/fstab"),
-            lock_timeout=dict(type="float", default=300),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=deployment.argument_spec(), supports_check_mode=True)
     p = module.params
     options = dict((k, p[k]) for k in ("verity", "verify_objects", "helper", "fstab"))
     try:
         require_absolute(p["path"], "path")
         require_absolute(p["mount_point"], "mount_point")
-        result = deployment_status(p["path"], p["name"], p["mount_point"], p["digest"] or None, options,
-                                   p["lock_timeout"])
+        result = deployment.deployment_status(p["path"], p["name"], p["mount_point"], p["digest"] or None, options,
+                                              p["lock_timeout"])
     except (ParameterError, RepositoryError) as exc:
         module.fail_json(msg=str(exc))
     except MountError as exc:
