@@ -200,6 +200,12 @@ def test_rerun_changes_nothing(fleet):
     # hosts in place are read once (deployment_info) and left alone: no transfer, mount or gc task ran
     for task in ("Ensure the host repository", "Push the objects", "Mount the image", "Collect what no ref"):
         assert "TASK [composefs.fleet.deploy : %s" % task not in proc.stdout, _log(proc)
+    # deploy_recheck: every step runs on every host, and still changes nothing
+    proc, recap, results = _deploy(fleet, "v2", deploy_recheck=True)
+    assert proc.returncode == 0 and all(recap[h]["changed"] == 0 for h in HOSTS), _log(proc)
+    for task in ("Ensure the host repository", "Push the objects", "Mount the image", "Run the health check command",
+                 "Collect what no ref"):
+        assert "TASK [composefs.fleet.deploy : %s" % task in proc.stdout, (task, _log(proc))
 
 
 def test_rerun_repairs_what_drifted(fleet):
