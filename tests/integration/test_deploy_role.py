@@ -12,6 +12,7 @@ and fails, the rollout stops, the second host is untouched; v4 to both (gc keeps
 + 1 previous); the rollback playbook puts v2 back.
 """
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from ansible_run import BIN, run_module
 from nginx_server import nginx_server
 from support import TOP
+from test_repository import build_into
 
 from ansible_collections.composefs.fleet.plugins.module_utils.repository import repo as repository
 
@@ -312,6 +314,52 @@ def test_v4_gc_keeps_current_and_one_previous(fleet):
         assert info["refs"] == {"app/current": v4, "app/releases/000002-v2": v2, "app/releases/000003-v4": v4}, info["refs"]
         assert sorted(info["images"]) == sorted([v2, v4]) and v1 not in info["images"]
     fleet["runs"]["v4"] = results
+
+
+def _commit_slowly(path, image, ref, ready, go):
+    """A transaction in flight: its objects are written, the repository lock held shared until ``go``, then the commit."""
+    with repository.Repository(path) as repo, repo.lock(exclusive=False):
+        ready.set()
+        go.wait(120)
+        repo.commit(image, ref)
+
+
+def _objects(repo_path):
+    top = os.path.join(repo_path, "objects")
+    return set(os.path.join(d, f) for d in os.listdir(top) for f in os.listdir(os.path.join(top, d)))
+
+
+def test_gc_never_collects_what_a_transaction_in_flight_wrote(fleet):
+    """The role's gc (deploy_recheck on the unchanged v4) waits for the repository lock, and fails rather than collect."""
+    repo_path = fleet["hosts"]["h1"]["deploy_repository"]
+    where = os.path.join(fleet["base"], "in-flight")
+    os.makedirs(where)
+    before = _objects(repo_path)
+    with repository.Repository(repo_path) as repo:
+        image, _built = build_into(repo, where, "other", {"f": os.urandom(20000)})
+    pending = _objects(repo_path) - before  # no ref names these yet: a gc now would take them
+    assert pending
+    ctx = multiprocessing.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    writer = ctx.Process(target=_commit_slowly, args=(repo_path, image, "other/v1", ready, go))
+    writer.start()
+    try:
+        assert ready.wait(30)
+        proc, recap, dummy = _deploy(fleet, "v4", deploy_recheck=True, deploy_lock_timeout=1)
+        assert proc.returncode != 0 and recap["h1"]["failed"] == 1, _log(proc)
+        assert "Collect what no ref names any more" in proc.stdout and "locked by a writer" in proc.stdout, _log(proc)
+        assert pending <= _objects(repo_path)
+        go.set()
+        writer.join(60)
+        assert writer.exitcode == 0
+    finally:
+        go.set()
+        writer.join(60)
+    # the transaction committed: its objects are named by a ref now, and the next gc keeps them
+    proc, recap, dummy = _deploy(fleet, "v4", deploy_recheck=True)
+    assert proc.returncode == 0, _log(proc)
+    assert "other/v1" in _info(fleet, "h1")["refs"] and pending <= _objects(repo_path)
+    assert _read(fleet, "h1", "VERSION") == "v4\n" and _read(fleet, "h2", "VERSION") == "v4\n"
 
 
 def test_rollback_playbook_puts_v2_back(fleet):
