@@ -23,7 +23,8 @@ description:
     in check mode, so the image is checked against its pin as that module checks it). RV(differences) says what is
     not in place.
   - The deploy role runs it first on every host and skips a host that is in place, so a rerun costs one module run per
-    host. Its release refs and garbage collection are planned from RV(refs) (they do not make a host out of place).
+    host. With O(plan), its release refs and garbage collection are planned from RV(refs) too, and a release ref to
+    add or drop makes the host out of place.
   - Holds the repository lock shared while it reads it.
   - Needs only the Python standard library on the managed node, and root (it reads the mount records). An action plugin
     runs it and computes O(plan) on the controller.

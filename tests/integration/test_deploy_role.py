@@ -22,7 +22,7 @@ import pytest
 from ansible_run import BIN, run_module
 from nginx_server import nginx_server
 from support import TOP
-from test_repository import build_into
+from test_repository import build_into, commit_slowly
 
 from ansible_collections.composefs.fleet.plugins.module_utils.repository import repo as repository
 
@@ -316,14 +316,6 @@ def test_v4_gc_keeps_current_and_one_previous(fleet):
     fleet["runs"]["v4"] = results
 
 
-def _commit_slowly(path, image, ref, ready, go):
-    """A transaction in flight: its objects are written, the repository lock held shared until ``go``, then the commit."""
-    with repository.Repository(path) as repo, repo.lock(exclusive=False):
-        ready.set()
-        go.wait(120)
-        repo.commit(image, ref)
-
-
 def _objects(repo_path):
     top = os.path.join(repo_path, "objects")
     return set(os.path.join(d, f) for d in os.listdir(top) for f in os.listdir(os.path.join(top, d)))
@@ -341,7 +333,7 @@ def test_gc_never_collects_what_a_transaction_in_flight_wrote(fleet):
     assert pending
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
-    writer = ctx.Process(target=_commit_slowly, args=(repo_path, image, "other/v1", ready, go))
+    writer = ctx.Process(target=commit_slowly, args=(repo_path, image, "other/v1", ready, go))
     writer.start()
     try:
         assert ready.wait(30)

@@ -142,7 +142,7 @@ def _hold_shared(path, ready, release):
         release.wait(60)
 
 
-def _commit_slowly(path, image, ref, ready, go):
+def commit_slowly(path, image, ref, ready, go):
     with repository.Repository(path) as repo, repo.lock(exclusive=False):
         ready.set()
         go.wait(60)
@@ -158,7 +158,7 @@ def test_gc_waits_for_a_concurrent_commit(where):
     # The objects of v1 are in objects/ but no image names them yet: a gc now would take them.
     ctx = multiprocessing.get_context("fork")
     ready, go = ctx.Event(), ctx.Event()
-    writer = ctx.Process(target=_commit_slowly, args=(path, img, "v1", ready, go))
+    writer = ctx.Process(target=commit_slowly, args=(path, img, "v1", ready, go))
     writer.start()
     try:
         assert ready.wait(30)
