@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin behind composefs.fleet.deployment_info: read the host once, plan its refs here.
 
-The module reads the host (plugins/module_utils/deployment.py). With ``plan``, the
+The module reads the host (plugins/module_utils/deployment/status.py). With ``plan``, the
 deploy role's plan (plugins/plugin_utils/deploy.py, the deploy_plan / rollback_plan
 filters' logic) is computed from the refs it returned, on the controller, in the
 same task: the role's no-op rerun is one task per host, not a read and a set_fact.
@@ -14,14 +14,14 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.composefs.fleet.plugins.module_utils.deployment import argument_spec
+from ansible_collections.composefs.fleet.plugins.module_utils.deployment.spec import argument_spec
 from ansible_collections.composefs.fleet.plugins.plugin_utils.deploy import DeployPlanError, deploy_plan, rollback_plan
 
 MODULE = "composefs.fleet.deployment_info"
 
 
-def plan_result(result, name, digest, plan):
-    """``result`` (the module's) with ``plan`` added and ``in_place`` / ``differences`` updated by it."""
+def plan_result(result, name, digest, plan, mount_point):
+    """``result`` (the module's) with ``plan`` and ``deployment`` added and ``in_place`` / ``differences`` updated by it."""
     refs = result.get("refs") or {}
     if plan["rollback"]:
         planned = rollback_plan(refs, name, plan["rollback_version"] or None, plan["keep"])
@@ -33,7 +33,10 @@ def plan_result(result, name, digest, plan):
             differences.append("the image gets the new release ref %s" % planned["release_ref"])
         if plan["gc"] and planned["remove_refs"]:
             differences.append("release refs to remove: %s" % ", ".join(planned["remove_refs"]))
-    out = dict(result, plan=planned, differences=differences)
+    # what the host runs once the plan is carried out: the deploy role's deploy_result, less what was sent
+    deployment = dict((key, planned[key]) for key in ("name", "version", "digest", "release_ref", "previous"))
+    deployment["mount_point"] = mount_point
+    out = dict(result, plan=planned, deployment=deployment, differences=differences)
     if out.get("in_place") is True and differences:
         out["in_place"] = False
     return out
@@ -56,6 +59,6 @@ class ActionModule(ActionBase):
         if read.get("failed") or read.get("unreachable") or plan is None:
             return result
         try:
-            return plan_result(result, args["name"], args["digest"], plan)
+            return plan_result(result, args["name"], args["digest"], plan, args["mount_point"])
         except DeployPlanError as exc:
             raise AnsibleActionFail(str(exc)) from exc

@@ -182,6 +182,14 @@ plan:
       C(releases).
   returned: when O(plan) is given
   type: dict
+deployment:
+  description:
+    - With O(plan), what the host runs once the plan is carried out - C(name), C(version), C(digest), C(release_ref),
+      C(previous) (from RV(plan)) and C(mount_point). The deploy role's C(deploy_result) is this plus what the run sent.
+  returned: when O(plan) is given
+  type: dict
+  sample: {"name": "app", "version": "v2", "digest": "649a63...", "release_ref": "app/releases/000002-v2", "previous": null,
+           "mount_point": "/srv/app"}
 differences:
   description: What is not in place, one sentence each.
   returned: always
@@ -193,20 +201,20 @@ differences:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.params import ParameterError, require_absolute
-from ansible_collections.composefs.fleet.plugins.module_utils import deployment
+from ansible_collections.composefs.fleet.plugins.module_utils.deployment.spec import argument_spec
+from ansible_collections.composefs.fleet.plugins.module_utils.deployment.status import deployment_status
 from ansible_collections.composefs.fleet.plugins.module_utils.mount.errors import MountError
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError
 
 
 def main():
-    module = AnsibleModule(argument_spec=deployment.argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     options = dict((k, p[k]) for k in ("verity", "verify_objects", "helper", "fstab"))
     try:
         require_absolute(p["path"], "path")
         require_absolute(p["mount_point"], "mount_point")
-        result = deployment.deployment_status(p["path"], p["name"], p["mount_point"], p["digest"] or None, options,
-                                              p["lock_timeout"])
+        result = deployment_status(p["path"], p["name"], p["mount_point"], p["digest"] or None, options, p["lock_timeout"])
     except (ParameterError, RepositoryError) as exc:
         module.fail_json(msg=str(exc))
     except MountError as exc:

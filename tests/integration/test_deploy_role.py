@@ -210,6 +210,24 @@ def test_rerun_changes_nothing(fleet):
         assert "TASK [composefs.fleet.deploy : %s" % task in proc.stdout, (task, _log(proc))
 
 
+def test_bad_inputs_are_refused_with_their_cause(fleet):
+    v2 = fleet["runs"]["v2"]["h1"]["digest"]
+    # the play's inputs are checked once (run_once), and a failure there fails every host
+    proc, recap, _results = _play(fleet, fleet["wrapper"], dict(deploy_version="v2", deploy_digest=v2, deploy_transfer="pull"))
+    # (serial 1: the first batch fails, and the rollout stops before the second)
+    assert proc.returncode != 0 and recap["h1"]["failed"] == 1 and "h2" not in recap, _log(proc)
+    assert all(r["changed"] == 0 for r in recap.values()), _log(proc)
+    assert "deploy needs deploy_name, deploy_transfer push or pull (pull with deploy_pull_url)" in proc.stdout, _log(proc)
+    # a host's own paths are checked on the host, by the read
+    proc, recap, _results = _play(fleet, fleet["wrapper"], dict(deploy_version="v2", deploy_digest=v2, deploy_repository="repo"))
+    # (serial 1: the first batch fails, and the rollout stops before the second)
+    assert proc.returncode != 0 and recap["h1"]["failed"] == 1 and "h2" not in recap, _log(proc)
+    assert all(r["changed"] == 0 for r in recap.values()), _log(proc)
+    assert "path must be an absolute path, not 'repo'" in proc.stdout, _log(proc)
+    for host in HOSTS:
+        assert _deployment(fleet, host, v2)["in_place"] is True
+
+
 def test_rerun_repairs_what_drifted(fleet):
     """A host out of place (an object gone, the fstab line gone) gets every step again; the other is left alone."""
     v2 = fleet["runs"]["v2"]["h1"]["digest"]
@@ -260,8 +278,9 @@ def test_v3_failing_health_check_rolls_the_batch_back_and_stops(fleet):
     assert _fstab_digest(fleet, "h1") == v2
     refs = _info(fleet, "h1")["refs"]
     assert refs["app/current"] == v2 and not [r for r in refs if r.endswith("-v3")], refs
-    # the second batch was never reached: h2 is exactly as it was
-    assert "h2" not in results and recap["h2"]["changed"] == 0, recap
+    # the second batch was never reached (the image is resolved once, by run_once tasks on h1):
+    # h2 ran no task, and is exactly as it was
+    assert "h2" not in results and "h2" not in recap, recap
     assert _read(fleet, "h2", "VERSION") == "v2\n"
     after = _info(fleet, "h2")
     assert after["refs"] == before["refs"] and after["images"] == before["images"]

@@ -67,7 +67,6 @@ import struct
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import read_regular
 from ansible_collections.composefs.fleet.plugins.module_utils.common.text import excerpt
-from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape as _escape
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
@@ -596,13 +595,20 @@ def _tree_of(src):
 # --- composefs-info ---------------------------------------------------------------------------
 
 
+def _dump_escape():
+    # dumpfile's escaping, for dump() and ls() only: a module that reads an image (a mount's
+    # check, a repository's object list) does not compile the dumpfile code on every run
+    from ansible_collections.composefs.fleet.plugins.module_utils.composefs.dumpfile import escape
+    return escape
+
+
 def dump(src):
     """The composefs-info ``dump`` of an image (or Tree): composefs-dump(5) bytes.
 
     Same as ``Tree.to_dumpfile()`` except that each file's xattrs come in image
     order (inline, then shared), as composefs-info prints them.
     """
-    escape = _escape
+    escape = _dump_escape()
     tree = _tree_of(src)
     lines = []
     for path, node in tree.walk():
@@ -644,6 +650,7 @@ def ls(src):
     ``PATH<TAB>@ PAYLOAD`` for external regular files, ``PATH`` otherwise
     (including hardlinks).
     """
+    escape = _dump_escape()
     tree = _tree_of(src)
     lines = []
     for path, node in tree.walk():
@@ -655,9 +662,9 @@ def ls(src):
             if t == S_IFDIR:
                 line += b"/\t"
             elif t == S_IFLNK:
-                line += b"\t-> " + _escape(node.payload or b"")
+                line += b"\t-> " + escape(node.payload or b"")
             elif t == S_IFREG and node.payload is not None:
-                line += b"\t@ " + _escape(node.payload)
+                line += b"\t@ " + escape(node.payload)
         lines.append(line)
     lines.append(b"")
     return b"\n".join(lines)

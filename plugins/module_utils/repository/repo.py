@@ -24,7 +24,6 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors i
 from ansible_collections.composefs.fleet.plugins.module_utils.erofs import reader
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity import ioctl
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
-from ansible_collections.composefs.fleet.plugins.module_utils.objectstore import ObjectStore, ObjectStoreError
 from ansible_collections.composefs.fleet.plugins.module_utils.repository import layout, meta as metafile
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors import RepositoryError
 from ansible_collections.composefs.fleet.plugins.module_utils.repository.lock import RepositoryLock
@@ -208,6 +207,9 @@ class Repository:
     def store(self):
         """The object store over objects/ (the same fan-out), in the repository's algorithm."""
         if self._store is None:
+            # imported here: reading refs and listing an image's objects (deployment_info on every
+            # host of a rollout) need no store code, and modules compile what they import each run
+            from ansible_collections.composefs.fleet.plugins.module_utils.objectstore import ObjectStore
             self._store = ObjectStore(self.objects_path, True if self.secure else "auto", hash_algorithm=self.algorithm)
         return self._store
 
@@ -348,6 +350,7 @@ class Repository:
         except OSError as exc:
             raise RepositoryError("cannot read the image %s: %s" % (src, exc.strerror or exc))
         store = self.store()
+        from ansible_collections.composefs.fleet.plugins.module_utils.objectstore import ObjectStoreError  # loaded by store()
         state = store.check_object(digest)
         result = {"digest": digest, "object_added": state != "ok", "bytes_added": 0, "image_linked": False}
         link = os.path.join(self.images_path, digest)

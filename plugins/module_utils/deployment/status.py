@@ -28,28 +28,6 @@ from ansible_collections.composefs.fleet.plugins.module_utils.repository.errors 
 MISSING_LISTED = 20
 
 
-def argument_spec():
-    """deployment_info's options; ``plan`` is used by its action plugin on the controller only."""
-    return dict(
-        path=dict(type="path", required=True),
-        name=dict(type="str", required=True),
-        digest=dict(type="str"),
-        mount_point=dict(type="path", required=True),
-        verity=dict(type="str", choices=["require", "userspace", "off"], default="require"),
-        verify_objects=dict(type="str", choices=["exists", "digest"], default="exists"),
-        helper=dict(type="str", choices=["auto", "always", "never"], default="auto"),
-        fstab=dict(type="path", default="/etc/fstab"),
-        lock_timeout=dict(type="float", default=300),
-        plan=dict(type="dict", options=dict(
-            version=dict(type="str", default=""),
-            keep=dict(type="int", default=1),
-            gc=dict(type="bool", default=True),
-            rollback=dict(type="bool", default=False),
-            rollback_version=dict(type="str", default=""),
-        )),
-    )
-
-
 def _image_status(repo, digest, differences):
     """The desired image in ``repo``: stored, linked under images/, and the objects it lacks."""
     out = dict(digest=digest, stored=False, linked=False, missing_objects=[], missing_count=None)
