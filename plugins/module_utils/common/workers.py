@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -57,3 +58,86 @@ def fork_pool(workers):
     """A fork-context multiprocessing Pool of ``workers`` processes that die with this process."""
     import multiprocessing
     return multiprocessing.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
+class ForkedWorkerError(RuntimeError):
+    """A forked worker died or sent back something unreadable."""
+
+
+def _share(work, count, index, workers, chunk):
+    """``work``'s results for the chunks numbered ``index``, ``index + workers``, ...: one list per chunk."""
+    return [work(start, min(start + chunk, count)) for start in range(index * chunk, count, workers * chunk)]
+
+
+def _child(work, count, index, workers, chunk, parent, write_fd):
+    """In a forked worker: do this share, send it back as one pickle, and leave without cleanup."""
+    status = 0
+    try:
+        die_with_parent(parent)
+        try:
+            payload = pickle.dumps((True, _share(work, count, index, workers, chunk)), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised in the parent
+            try:
+                payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
+            except Exception:  # pylint: disable=broad-exception-caught
+                payload = pickle.dumps((False, ForkedWorkerError("%s: %s" % (type(exc).__name__, exc))))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(write_fd, view):]
+    except BaseException:  # pylint: disable=broad-exception-caught  # the parent sees a short read and says so
+        status = 1
+    finally:
+        os._exit(status)  # never the parent's atexit handlers or buffered output
+
+
+def _read_all(fd):
+    parts = []
+    while True:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
+
+
+def split_among_forks(work, count, workers, chunk=64):
+    """``work(start, stop)`` (a list of results for items ``start:stop``) over ``count`` items, in order.
+
+    This process and ``workers - 1`` forked children share the items, interleaved by
+    chunks. The children inherit ``work`` and its data, so nothing is pickled on the way
+    in, and each sends its results back as one pickle; this process hashes its own share
+    meanwhile instead of waiting on a pool. Children die with this process; an exception
+    in a child is raised here.
+    """
+    parent = os.getpid()
+    children = []  # (pid, read fd)
+    finished = False
+    try:
+        for index in range(1, workers):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_fd)
+                _child(work, count, index, workers, chunk, parent, write_fd)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        shares = [_share(work, count, 0, workers, chunk)]
+        for pid, read_fd in children:
+            data = _read_all(read_fd)
+            try:
+                ok, share = pickle.loads(data)
+            except Exception:  # pylint: disable=broad-exception-caught
+                raise ForkedWorkerError("a worker process (pid %d) died before it sent its results" % pid) from None
+            if not ok:
+                raise share
+            shares.append(share)
+        finished = True
+    finally:
+        for pid, read_fd in children:
+            os.close(read_fd)
+            if not finished:
+                os.kill(pid, signal.SIGKILL)  # leaving early: the rest of its work is not wanted
+            os.waitpid(pid, 0)
+    out = []
+    for number in range((count + chunk - 1) // chunk):
+        out.extend(shares[number % workers][number // workers])
+    return out

@@ -28,7 +28,7 @@ import stat
 import struct
 
 from ansible_collections.composefs.fleet.plugins.module_utils.common.regular_file import open_regular
-from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool
+from ansible_collections.composefs.fleet.plugins.module_utils.common.workers import fork_pool, split_among_forks
 
 # Kernel FS_VERITY_HASH_ALG_* numbers and digest sizes.
 HASH_ALGORITHMS = {"sha256": (1, 32, 64), "sha512": (2, 64, 128)}  # name: (number, digest size, hash block size)
@@ -487,15 +487,19 @@ class DigestPool:
 def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, salt=b"", workers=None):
     """Digest many files; yields ``(path, digest_bytes_or_OSError)`` in input order.
 
-    With ``workers`` > 1 (default: the number of CPUs) the files are shared out
-    among forked worker processes in chunks (see :class:`DigestPool`): most files
-    are small, so the time goes to per-file Python work that threads could not
-    run in parallel.
+    With ``workers`` > 1 (default: the number of CPUs) this process and ``workers - 1``
+    forked children share the files, interleaved in chunks
+    (:func:`~..common.workers.split_among_forks`): most files are small, so the time goes
+    to per-file Python work that threads could not run in parallel, and the list is known,
+    so no pool has to be fed (:class:`DigestPool` is for files still being found).
     """
     paths = list(paths)
-    if len(paths) <= DigestPool.CHUNK:
-        workers = 1
-    with DigestPool(workers, hash_algorithm, block_size, salt) as pool:
-        for path in paths:
-            pool.add(path)
-        yield from pool.results()
+    params = (hash_algorithm, block_size, bytes(salt or b""))
+    check_params(*params)
+    workers = workers or os.cpu_count() or 1
+    reader = _FileReader(*params)
+    if workers == 1 or len(paths) <= DigestPool.CHUNK:
+        results = reader.digest_paths(paths)
+    else:
+        results = split_among_forks(lambda start, stop: reader.digest_paths(paths[start:stop]), len(paths), workers)
+    yield from zip(paths, results)
