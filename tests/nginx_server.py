@@ -6,12 +6,14 @@ foreground with its own configuration, pid file, logs and temporary directories 
 stops it on exit. The access log has one line per request: ``<uri> <status> <Range header>
 <body bytes sent>``.
 """
+import argparse
 import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 NGINX = ("/usr/sbin/nginx", "nginx")
@@ -121,3 +123,33 @@ def access_log(workdir):
             uri, status, rng, sent = line.rstrip("\n").rsplit(" ", 3)
             out.append((uri, int(status), rng.strip('"'), int(sent)))
     return out
+
+
+def serve(argv=None):
+    """``serve ROOT WORKDIR [--address A]``: nginx_server() until SIGTERM or SIGINT; the URL in WORKDIR/url."""
+    parser = argparse.ArgumentParser(prog="nginx_server.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="serve ROOT until SIGTERM, the URL in WORKDIR/url")
+    p_serve.add_argument("root")
+    p_serve.add_argument("workdir")
+    p_serve.add_argument("--address", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    url_file = os.path.join(args.workdir, "url")
+    os.makedirs(args.workdir, exist_ok=True)
+    with open(os.path.join(args.workdir, "pid"), "w") as f:
+        f.write("%d\n" % os.getpid())
+    with nginx_server(os.path.abspath(args.root), os.path.abspath(args.workdir), address=args.address) as url:
+        with open(url_file + ".tmp", "w") as f:
+            f.write(url + "\n")
+        os.rename(url_file + ".tmp", url_file)
+        while not stop:
+            time.sleep(0.2)
+    os.unlink(url_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())
