@@ -494,10 +494,8 @@ def digest_files(paths, hash_algorithm="sha256", block_size=DEFAULT_BLOCK_SIZE, 
     so no pool has to be fed (:class:`DigestPool` is for files still being found).
     """
     paths = list(paths)
-    params = (hash_algorithm, block_size, bytes(salt or b""))
-    check_params(*params)
     workers = workers or os.cpu_count() or 1
-    reader = _FileReader(*params)
+    reader = _FileReader(hash_algorithm, block_size, salt)  # checks the parameters
     if workers == 1 or len(paths) <= DigestPool.CHUNK:
         results = reader.digest_paths(paths)
     else:
