@@ -45,12 +45,15 @@ from operator import itemgetter
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.errors import ComposefsError
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree import (
     INLINE_CONTENT_MAX,
+    MAX_PAYLOAD_LENGTH,
     S_IFBLK,
     S_IFCHR,
     S_IFDIR,
+    S_IFIFO,
     S_IFLNK,
     S_IFMT,
     S_IFREG,
+    S_IFSOCK,
     VALID_TYPES,
     XATTR_ENTRY_OVERHEAD,
     XATTR_HEADER_SIZE,
@@ -96,13 +99,16 @@ _EXTENDED = 1 << fmt.EROFS_I_VERSION_BIT
 
 
 class _Inode:
-    """The writer's copy of one inode (libcomposefs clones the tree the same way)."""
+    """The writer's copy of one inode (libcomposefs clones the tree the same way).
+
+    ``items`` are its final xattrs, sorted (name, value) pairs, or None.
+    """
 
     __slots__ = (
         "node", "path", "parent", "mode", "nlink", "uid", "gid", "rdev", "size", "mtime_sec",
         "mtime_nsec", "payload", "content", "digest", "xattrs", "xattr_space", "entries",
         "index", "nid", "compact", "ipad", "n_blocks", "tailsize", "shared", "unshared",
-        "xattr_size", "name_filter", "blkaddr", "dir_chunks", "ftype", "chunk_format",
+        "xattr_size", "name_filter", "blkaddr", "dir_chunks", "ftype", "chunk_format", "items",
     )
 
     def __init__(self):
@@ -205,68 +211,117 @@ def _prepare(tree, min_version, max_version):
 def _prepare_breadth_first(tree, min_version, max_version):
     """:func:`_prepare_in_order` for a tree without whiteouts, in one breadth-first pass.
 
-    Inodes are copied with their entries sorted, so the copy order is the final
-    inode order (but for the root's whiteouts, added at the end); the checks and
-    the overlay xattrs then go in that order. Without whiteouts no inode's overlay
-    xattrs depend on another's, so the result is the same. Returns None for a tree
-    with a whiteout; raises ComposefsError on a problem (see :func:`_prepare`).
+    Each directory's entries are copied in byte order, so the copy order is the
+    final inode order (but for the root's whiteouts, added at the end); each inode
+    is checked and given its overlay xattrs as it is copied, the common cases
+    inline and the others through :func:`_check` and :func:`_add_overlay_xattrs`.
+    Without whiteouts no inode's overlay xattrs depend on another's, so the result
+    is the same. Returns None for a tree with a whiteout; raises ComposefsError on
+    a problem (see :func:`_prepare`).
     """
-    root_node = tree.root
     version, max_version = _resolve_versions(min_version, max_version)
-    root = _copy(root_node, b"/", None)
+    root = _copy(tree.root, b"/", None)
+    _check(root)
+    _add_overlay_xattrs(root, version)
+    order = [root]
     with_links = []
-    todo = [root]
-    queue_pos = 0
-    while queue_pos < len(todo):  # breadth-first: the loop appends to todo
-        ino = todo[queue_pos]
-        queue_pos += 1
-        t = ino.mode & _S_IFMT
+    new = _Inode.__new__
+    dir_pos = 0
+    dirs = [root]
+    while dir_pos < len(dirs):  # breadth-first: the loop appends to dirs
+        ino = dirs[dir_pos]
+        dir_pos += 1
         children = ino.node.children
-        if t != S_IFDIR:
-            if t == S_IFCHR and ino.rdev == 0:
-                return None  # a whiteout
-            if children:
-                raise _error(ino, "Only directories can have children")
-            continue
         entries = [(b".", ino, False), (b"..", ino if ino.parent is None else ino.parent, False)]
         n_link = 2  # 2 + subdirectories
         if children:
             path = ino.path
             prefix = path if path == b"/" else path + b"/"
             links = False
-            for name, child in children.items():
-                if child.link_to is not None:
-                    entries.append((name, child, False))
+            for name in sorted(children):
+                node = children[name]
+                if node.link_to is not None:
+                    entries.append((name, node, False))
                     links = True
+                    continue
+                child = new(_Inode)  # _copy(), inline
+                child.node = node
+                child.path = prefix + name
+                child.parent = ino
+                child.entries = child.dir_chunks = None
+                child.blkaddr = 0
+                mode = child.mode = node.mode
+                child.nlink = node.nlink
+                child.uid = node.uid
+                child.gid = node.gid
+                child.rdev = node.rdev & 0xFFFFFFFF
+                size = child.size = node.size
+                child.mtime_sec = node.mtime_sec
+                child.mtime_nsec = node.mtime_nsec
+                payload = child.payload = node.payload
+                content = child.content = node.content
+                digest = child.digest = node.digest
+                xattrs = child.xattrs = node.xattrs
+                child.xattr_space = None
+                entries.append((name, child, True))
+                order.append(child)
+                t = mode & _S_IFMT
+                if t == S_IFDIR:
+                    dirs.append(child)
+                    n_link += 1
+                elif node.children:
+                    raise _error(child, "Only directories can have children")
+                elif t == S_IFLNK:
+                    child.size = len(payload or b"")
+                if xattrs:
+                    for k in xattrs:  # (a plain loop: most inodes have one or two xattrs)
+                        if k.startswith(XATTR_OVERLAY_PREFIX):
+                            break
+                    else:
+                        k = None
                 else:
-                    entries.append((name, _copy(child, prefix + name, ino), True))
-            entries.sort(key=_entry_name)
-            for _name, child, is_real in entries:
-                if is_real:
-                    todo.append(child)
-                    if (child.mode & _S_IFMT) == S_IFDIR:
-                        n_link += 1
+                    k = None
+                # What _check() and _add_overlay_xattrs() do, inline for the common cases:
+                if k is None and t == S_IFREG and size > 0 and content is None:
+                    # A file in the object store: room for a metacopy of a digest up to 64 bytes
+                    # and a redirect of up to PATH_MAX (they start a new xattr count, see _set_xattr).
+                    if (payload and len(payload) <= MAX_PAYLOAD_LENGTH and size <= _MAX_CHUNKED_SIZE
+                            and (digest is None or len(digest) <= 64)):
+                        items = list(xattrs.items()) if xattrs else []
+                        items.append((XATTR_METACOPY, b"" if digest is None else _metacopy_value(digest)))
+                        items.append((XATTR_REDIRECT, b"/" + payload))
+                        if len(items) > 2:
+                            items.sort()
+                        child.items = items
+                        continue
+                elif k is None and (t == S_IFDIR or (t == S_IFLNK and payload) or (t == S_IFCHR and child.rdev)
+                                    or (t == S_IFREG and (content is None or len(content) == size <= INLINE_CONTENT_MAX))
+                                    or t == S_IFBLK or t == S_IFIFO or t == S_IFSOCK):
+                    child.items = sorted(xattrs.items()) if xattrs else None
+                    continue
+                if t == S_IFCHR and child.rdev == 0:
+                    return None  # a whiteout
+                _check(child)
+                _add_overlay_xattrs(child, version)
+                child.items = sorted(child.xattrs.items()) if child.xattrs else None
             if links:
                 with_links.append(ino)
+            if entries[2][0] < b"..":  # a name that sorts before "." and ".." (the rest is in order)
+                entries.sort(key=_entry_name)
         ino.entries = entries
         ino.nlink = n_link
 
-    _resolve_links(todo, with_links)
-    for ino in todo:
-        _check(ino)
-        _add_overlay_xattrs(ino, version)
-
-    _set_xattr(root, XATTR_OPAQUE, b"y")
+    _resolve_links(order, with_links)
     entries = root.entries
     first_level = sum(1 for entry in entries if entry[2])
+    _set_xattr(root, XATTR_OPAQUE, b"y")
+    root.items = sorted(root.xattrs.items())
     _add_root_whiteouts(root)
     entries.sort(key=_entry_name)
-    order = [root]
-    order.extend([entry[1] for entry in entries if entry[2]])
-    order.extend(todo[1 + first_level:])
-    for index, ino in enumerate(order):
-        ino.index = index
-    return order, version
+    final = [root]
+    final.extend([entry[1] for entry in entries if entry[2]])
+    final.extend(order[1 + first_level:])
+    return final, version
 
 
 def _resolve_links(inodes, with_links):
@@ -359,6 +414,7 @@ def _prepare_in_order(tree, min_version, max_version):
         ino = order[index]
         ino.index = index
         index += 1
+        ino.items = sorted(ino.xattrs.items()) if ino.xattrs else None
         entries = ino.entries
         if entries is not None:
             n_link = 2
@@ -412,10 +468,7 @@ def _add_overlay_xattrs(ino, version):
             ino.xattr_space = space
     t = ino.mode & _S_IFMT
     if t == S_IFREG and ino.size > 0 and ino.content is None:
-        if ino.digest is not None:
-            value = bytes((0, 4 + len(ino.digest), 0, FS_VERITY_HASH_ALG_SHA256)) + ino.digest
-        else:
-            value = b""
+        value = b"" if ino.digest is None else _metacopy_value(ino.digest)
         redirect = b"/" + ino.payload if ino.payload else None
         xattrs = ino.xattrs
         # What _set_xattr does, in one step for the common case: new names (the escaping
@@ -451,6 +504,11 @@ def _add_overlay_xattrs(ino, version):
             _set_xattr(parent, XATTR_USERXATTR_OPAQUE, b"x")
 
 
+def _metacopy_value(digest):
+    """trusted.overlay.metacopy of a file with a known fs-verity digest (struct ovl_metacopy)."""
+    return bytes((0, 4 + len(digest), 0, FS_VERITY_HASH_ALG_SHA256)) + digest
+
+
 def _add_root_whiteouts(root):
     """Whiteouts 00..ff in the root that hide the object store's directories."""
     present = set(entry[0] for entry in root.entries)
@@ -474,8 +532,10 @@ def _add_root_whiteouts(root):
         ino.payload = ino.content = ino.digest = None
         ino.xattrs = {}
         ino.xattr_space = 0
+        ino.items = None
         if selinux is not None:
             _set_xattr(ino, b"security.selinux", selinux)
+            ino.items = [(b"security.selinux", selinux)]
         root.entries.append((name, ino, True))
 
 
@@ -513,16 +573,23 @@ def _xattr_entry(key, value):
 # --- layout -----------------------------------------------------------------------
 
 
-def _compute_shared_xattrs(order):
+def _shared_xattrs(order):
+    """Step 5's table: (its bytes, the offset of each shared (name, value) pair, the smallest mtime).
+
+    The smallest mtime (the image's) is gathered in the same pass over the inodes.
+    """
     every = []  # every inode's (name, value) pairs, counted at once below
+    root = order[0]
+    min_sec = root.mtime_sec
+    min_nsec = root.mtime_nsec
     for ino in order:
-        xattrs = ino.xattrs
-        if not xattrs:
-            ino.shared = ()
-            continue
-        items = sorted(xattrs.items())
-        ino.shared = items  # temporarily: the sorted xattrs
-        every.extend(items)
+        items = ino.items
+        if items:
+            every += items
+        sec = ino.mtime_sec
+        if sec <= min_sec and (sec < min_sec or ino.mtime_nsec < min_nsec):
+            min_sec = sec
+            min_nsec = ino.mtime_nsec
     counts = Counter(every)
     del every
     shared = [item for item, count in counts.items() if count > 1]
@@ -535,90 +602,91 @@ def _compute_shared_xattrs(order):
         offsets[item] = offset
         table.append(entry)
         offset += len(entry)
-    limit = fmt.EROFS_XATTR_LONG_PREFIX
-    empty = []
-    infos = {}  # key -> _key_info(key), without the function call per xattr
-    pack_entry = fmt.XATTR_ENTRY.pack
-    offsets_get = offsets.get
-    for ino in order:
-        items = ino.shared
-        if not items:
-            ino.shared = ()
-            ino.unshared = empty
-            ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT
-            ino.xattr_size = 0
-            continue
-        ino_shared = []
-        unshared = []
-        name_filter = 0
-        size = XATTR_HEADER_SIZE
-        for item in items:
-            key = item[0]
-            info = infos.get(key)
-            if info is None:
-                info = infos[key] = _key_info(key)
-            off = offsets_get(item)
-            if off is not None and len(ino_shared) < limit:
-                ino_shared.append(off)
-                size += 4
-            else:
-                # _xattr_entry(), inline
-                value = item[1]
-                suffix = info[1]
-                raw = pack_entry(len(suffix), info[0], len(value)) + suffix + value
-                pad = -len(raw) & 3
-                if pad:
-                    raw += _ZEROS[:pad]
-                unshared.append(raw)
-                size += len(raw)
-            name_filter |= info[2]
-        ino.shared = tuple(ino_shared)
-        ino.unshared = unshared
-        ino.name_filter = fmt.EROFS_XATTR_FILTER_DEFAULT & ~name_filter
-        ino.xattr_size = (size + 3) & ~3
-    return b"".join(table)
+    return b"".join(table), offsets, min_sec, min_nsec
 
 
-def _dir_chunks(ino):
+def _dir_chunks(entries):
     """Split directory entries into blocks: [(first, count, bytes used)]."""
     chunks = []
     first = 0
     used = 0
-    for i, entry in enumerate(ino.entries):
-        name = entry[0]
-        size = 12 + len(name)
+    for i, entry in enumerate(entries):
+        size = 12 + len(entry[0])
         if used + size > BLK:
             chunks.append((first, i - first, used))
             first = i
             used = 0
         used += size
-    chunks.append((first, len(ino.entries) - first, used))
+    chunks.append((first, len(entries) - first, used))
     return chunks
 
 
 _FILE_TYPES = dict((t, fmt.file_type_of_mode(t)) for t in VALID_TYPES)
 
 
-def _compute_layout(order):
-    min_sec = order[0].mtime_sec
-    min_nsec = order[0].mtime_nsec
-    for ino in order:
-        if ino.mtime_sec < min_sec or (ino.mtime_sec == min_sec and ino.mtime_nsec < min_nsec):
-            min_sec = ino.mtime_sec
-            min_nsec = ino.mtime_nsec
+def _compute_layout(order, offsets, min_sec, min_nsec):
+    """Steps 5 and 6 for each inode: its xattrs (shared references and inline entries), then its place.
 
+    Returns (end of the inodes, data block count, the inodes with data blocks, whether an ACL is set).
+    """
     pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
     n_data_blocks = 0
+    with_blocks = []
     file_types = _FILE_TYPES
-    for ino in order:
+    limit = fmt.EROFS_XATTR_LONG_PREFIX
+    infos = {}  # key -> _key_info(key), without the function call per xattr
+    encoded = {}  # (name, value) -> its inline entry
+    pack_entry = fmt.XATTR_ENTRY.pack
+    offsets_get = offsets.get
+    filter_default = fmt.EROFS_XATTR_FILTER_DEFAULT
+    for index, ino in enumerate(order):
+        ino.index = index
+        items = ino.items
+        if items:
+            ino_shared = []
+            unshared = []
+            name_filter = 0
+            xattr_size = XATTR_HEADER_SIZE
+            for item in items:
+                key = item[0]
+                info = infos.get(key)
+                if info is None:
+                    info = infos[key] = _key_info(key)
+                off = offsets_get(item)
+                if off is not None and len(ino_shared) < limit:
+                    ino_shared.append(off)
+                    xattr_size += 4
+                else:
+                    # _xattr_entry(), inline
+                    value = item[1]
+                    suffix = info[1]
+                    raw = pack_entry(len(suffix), info[0], len(value)) + suffix + value
+                    pad = -len(raw) & 3
+                    if pad:
+                        raw += _ZEROS[:pad]
+                    unshared.append(raw)
+                    xattr_size += len(raw)
+                name_filter |= info[2]
+            ino.shared = tuple(ino_shared)
+            ino.unshared = unshared
+            ino.name_filter = filter_default & ~name_filter
+            xattr_size = ino.xattr_size = (xattr_size + 3) & ~3
+        else:
+            xattr_size = ino.xattr_size = 0
+
         t = ino.mode & _S_IFMT
         ino.ftype = file_types.get(t, 0)
         # compute_erofs_inode_size()
         if t == S_IFDIR:
-            chunks = _dir_chunks(ino)
-            ino.dir_chunks = chunks
-            n_blocks = len(chunks) - 1
-            tail = chunks[-1][2]
+            entries = ino.entries
+            tail = 12 * len(entries) + sum([len(entry[0]) for entry in entries])
+            if tail <= BLK:
+                chunks = ino.dir_chunks = None  # one block's worth
+                n_blocks = 0
+            else:
+                chunks = ino.dir_chunks = _dir_chunks(entries)
+                n_blocks = len(chunks) - 1
+                tail = chunks[-1][2]
             if tail > BLK // 2:  # never inline more than half a block
                 n_blocks += 1
                 tail = 0
@@ -649,11 +717,13 @@ def _compute_layout(order):
             n_blocks = 0
             tail = 0
             size = ino.size
-        compact = (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec and ino.nlink <= 0xFFFF
-                   and ino.uid <= 0xFFFF and ino.gid <= 0xFFFF and size <= 0xFFFFFFFF)
-        ino.compact = compact
-        inode_size = 32 if compact else 64
-        xattr_size = ino.xattr_size
+        if (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec and ino.nlink <= 0xFFFF
+                and ino.uid <= 0xFFFF and ino.gid <= 0xFFFF and size <= 0xFFFFFFFF):
+            ino.compact = True
+            inode_size = 32
+        else:
+            ino.compact = False
+            inode_size = 64
 
         aligned = (pos + SLOT - 1) & ~(SLOT - 1)
         ipad = aligned - pos
@@ -684,12 +754,15 @@ def _compute_layout(order):
         pos += extra
         ino.ipad = ipad
         ino.n_blocks = n_blocks
+        if n_blocks:
+            n_data_blocks += n_blocks
+            with_blocks.append(ino)
         ino.tailsize = tail
-        n_data_blocks += n_blocks
         ino.nid = pos // SLOT
         pos += inode_size + xattr_size + tail
     inodes_end = (pos + SLOT - 1) & ~(SLOT - 1)
-    return inodes_end, n_data_blocks, min_sec, min_nsec
+    has_acl = b"system.posix_acl_access" in infos or b"system.posix_acl_default" in infos
+    return inodes_end, n_data_blocks, with_blocks, has_acl
 
 
 # --- writing ------------------------------------------------------------------------
@@ -698,72 +771,12 @@ def _compute_layout(order):
 def _dirent_block(entries, first, count):
     nameoff = count * 12
     heads = []
-    names = []
     pack = _PACK_DIRENT
     for name, target, _real in entries[first:first + count]:
         heads.append(pack(target.nid, nameoff, target.ftype, 0))
         nameoff += len(name)
-        names.append(name)
-    return b"".join(heads) + b"".join(names)
-
-
-def _inode_bytes(ino, inodes_end_in_block, xattr_heads):
-    t = ino.mode & _S_IFMT
-    tail = ino.tailsize
-    i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
-    i_u = 0
-    if t == S_IFDIR:
-        size = ino.n_blocks * BLK + tail
-        i_u = ino.blkaddr
-    elif t == S_IFREG:
-        size = ino.size
-        i_u = ino.blkaddr
-        if size > 0 and ino.content is None:
-            i_format = _CHUNK_BASED
-            # struct erofs_inode_chunk_info overlays the low half of raw_blkaddr.
-            i_u = (i_u & 0xFFFF0000) | ino.chunk_format
-    elif t == S_IFLNK:
-        size = tail if ino.n_blocks == 0 else ino.size
-        i_u = ino.blkaddr
-    elif t == S_IFCHR or t == S_IFBLK:
-        size = 0
-        i_u = ino.rdev
-    else:
-        size = 0
-
-    xattr_size = ino.xattr_size
-    icount = 0 if xattr_size == 0 else (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
-    if icount > 0xFFFF:
-        raise _error(ino, "Too many xattrs")
-    if ino.compact:
-        head = _PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, ino.nlink, size, 0, i_u,
-                             ino.index, ino.uid, ino.gid, 0)
-    else:
-        head = _PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.index,
-                              ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, ino.nlink)
-    if not xattr_size and not tail:
-        return _ZEROS[:ino.ipad] + head if ino.ipad else head
-    parts = [_ZEROS[:ino.ipad], head] if ino.ipad else [head]
-    if xattr_size:
-        # The header and shared references: the same few combinations recur for most inodes.
-        key = (ino.name_filter, ino.shared)
-        head = xattr_heads.get(key)
-        if head is None:
-            head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)) + b"".join(
-                [(inodes_end_in_block + off >> 2).to_bytes(4, "little") for off in ino.shared])
-        parts.append(head)
-        parts.extend(ino.unshared)
-    if tail:
-        if t == S_IFDIR:
-            first, count, _used = ino.dir_chunks[-1]
-            parts.append(_dirent_block(ino.entries, first, count))
-        elif t == S_IFLNK:
-            parts.append(ino.payload)
-        elif ino.content is not None:
-            parts.append(ino.content[ino.size - tail:])
-        else:
-            parts.append(_NULL_CHUNK * (tail // 4))
-    return b"".join(parts)
+    heads.extend([entry[0] for entry in entries[first:first + count]])
+    return b"".join(heads)
 
 
 def _data_blocks(ino):
@@ -772,7 +785,8 @@ def _data_blocks(ino):
     out = []
     if t == S_IFDIR:
         # Every chunk but the last fills a block; the last one too unless inlined.
-        for first, count, _used in ino.dir_chunks[:ino.n_blocks]:
+        chunks = ino.dir_chunks or ((0, len(ino.entries), 0),)
+        for first, count, _used in chunks[:ino.n_blocks]:
             block = _dirent_block(ino.entries, first, count)
             out.append(block + _ZEROS[len(block):])
     elif t == S_IFREG:
@@ -790,44 +804,50 @@ def _data_blocks(ino):
     return out
 
 
+class _Plan:
+    """What :func:`_plan` found, for :func:`_emit`."""
+
+    __slots__ = ("order", "version", "shared_table", "inodes_end", "n_data_blocks", "with_blocks", "has_acl",
+                 "min_sec", "min_nsec")
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+
+
 def _plan(tree, min_version, max_version):
     """Everything but the bytes: the inodes in order, their layout and the shared xattrs."""
     with paused_gc():
         order, version = _prepare(tree, min_version, max_version)
-        shared_table = _compute_shared_xattrs(order)
-        inodes_end, n_data_blocks, min_sec, min_nsec = _compute_layout(order)
-    return order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec
+        shared_table, offsets, min_sec, min_nsec = _shared_xattrs(order)
+        inodes_end, n_data_blocks, with_blocks, has_acl = _compute_layout(order, offsets, min_sec, min_nsec)
+    return _Plan(order, version, shared_table, inodes_end, n_data_blocks, with_blocks, has_acl, min_sec, min_nsec)
 
 
 def _generate(tree, min_version, max_version):
     """Yield the image as a sequence of bytes chunks (after checking the whole tree)."""
-    order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec = _plan(tree, min_version, max_version)
-    return _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec)
+    return _emit(_plan(tree, min_version, max_version))
 
 
-def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_nsec):
+def _emit(plan):
+    order = plan.order
+    inodes_end = plan.inodes_end
+    shared_table = plan.shared_table
     data_start = (inodes_end + len(shared_table) + BLK - 1) & ~(BLK - 1)
     current = data_start // BLK
-    for ino in order:
-        if ino.n_blocks:
-            ino.blkaddr = current
-            current += ino.n_blocks
+    for ino in plan.with_blocks:
+        ino.blkaddr = current
+        current += ino.n_blocks
     root = order[0]
-    has_acl = False
-    for ino in order:
-        xattrs = ino.xattrs
-        if xattrs and (b"system.posix_acl_access" in xattrs or b"system.posix_acl_default" in xattrs):
-            has_acl = True
-            break
     if root.nid >= 0xFFFF:
         raise ComposefsError("Root inode too far into the image")
 
     header = fmt.COMPOSEFS_HEADER.pack(fmt.LCFS_EROFS_MAGIC, fmt.LCFS_EROFS_VERSION,
-                                       fmt.LCFS_EROFS_FLAGS_HAS_ACL if has_acl else 0, version)
+                                       fmt.LCFS_EROFS_FLAGS_HAS_ACL if plan.has_acl else 0, plan.version)
     superblock = fmt.SUPER_BLOCK.pack(
         fmt.EROFS_SUPER_MAGIC_V1, 0, fmt.EROFS_FEATURE_COMPAT_MTIME | fmt.EROFS_FEATURE_COMPAT_XATTR_FILTER,
-        fmt.EROFS_BLKSIZ_BITS, 0, root.nid, len(order), min_sec & 0xFFFFFFFFFFFFFFFF, min_nsec,
-        data_start // BLK + n_data_blocks, (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size) // BLK,
+        fmt.EROFS_BLKSIZ_BITS, 0, root.nid, len(order), plan.min_sec & 0xFFFFFFFFFFFFFFFF, plan.min_nsec,
+        data_start // BLK + plan.n_data_blocks, (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size) // BLK,
         inodes_end // BLK, b"", b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
     yield header + bytes(fmt.EROFS_SUPER_OFFSET - len(header)) + superblock
 
@@ -836,46 +856,104 @@ def _emit(order, version, shared_table, inodes_end, n_data_blocks, min_sec, min_
     batch = []
     batch_size = 0
     xattr_heads = {}  # (name filter, shared references) -> their bytes
+    append = batch.append
     for ino in order:
-        data = _inode_bytes(ino, in_block, xattr_heads)
-        batch.append(data)
-        batch_size += len(data)
-        if batch_size >= 1 << 20:
-            yield b"".join(batch)
-            pos += batch_size
-            batch = []
-            batch_size = 0
-    pos += batch_size
-    batch.append(_ZEROS[:inodes_end - pos])
-    batch.append(shared_table)
-    pos = inodes_end + len(shared_table)
-    batch.append(bytes(data_start - pos))
-    yield b"".join(batch)
+        # The inode: padding, the on-disk inode, its xattrs, its tail data.
+        t = ino.mode & _S_IFMT
+        tail = ino.tailsize
+        i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
+        if t == S_IFREG:
+            size = ino.size
+            i_u = ino.blkaddr
+            if size > 0 and ino.content is None:
+                i_format = _CHUNK_BASED
+                # struct erofs_inode_chunk_info overlays the low half of raw_blkaddr.
+                i_u = (i_u & 0xFFFF0000) | ino.chunk_format
+        elif t == S_IFDIR:
+            size = ino.n_blocks * BLK + tail
+            i_u = ino.blkaddr
+        elif t == S_IFLNK:
+            size = tail if ino.n_blocks == 0 else ino.size
+            i_u = ino.blkaddr
+        elif t == S_IFCHR or t == S_IFBLK:
+            size = 0
+            i_u = ino.rdev
+        else:
+            size = 0
+            i_u = 0
+        xattr_size = ino.xattr_size
+        if xattr_size:
+            icount = (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
+            if icount > 0xFFFF:
+                raise _error(ino, "Too many xattrs")
+        else:
+            icount = 0
+        if ino.ipad:
+            append(_ZEROS[:ino.ipad])
+        if ino.compact:
+            append(_PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, ino.nlink, size, 0, i_u,
+                                 ino.index, ino.uid, ino.gid, 0))
+        else:
+            append(_PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.index,
+                                  ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, ino.nlink))
+        if xattr_size:
+            # The header and shared references: the same few combinations recur for most inodes.
+            key = (ino.name_filter, ino.shared)
+            head = xattr_heads.get(key)
+            if head is None:
+                head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)) + b"".join(
+                    [(in_block + off >> 2).to_bytes(4, "little") for off in ino.shared])
+            append(head)
+            batch.extend(ino.unshared)
+        if tail:
+            if t == S_IFREG:
+                if ino.content is None:
+                    append(_NULL_CHUNK * (tail // 4))
+                else:
+                    append(ino.content[ino.size - tail:])
+            elif t == S_IFDIR:
+                chunks = ino.dir_chunks
+                if chunks is None:
+                    append(_dirent_block(ino.entries, 0, len(ino.entries)))
+                else:
+                    first, count, _used = chunks[-1]
+                    append(_dirent_block(ino.entries, first, count))
+            else:
+                append(ino.payload)
+        if len(batch) >= 8192:
+            data = b"".join(batch)
+            pos += len(data)
+            yield data
+            del batch[:]
+    data = b"".join(batch)
+    pos += len(data)
+    if pos > inodes_end:
+        raise AssertionError("inodes end at %d, past the %d planned" % (pos, inodes_end))
+    yield data + _ZEROS[:inodes_end - pos] + shared_table + bytes(data_start - inodes_end - len(shared_table))
 
     batch = []
     batch_size = 0
     written = 0
-    for ino in order:
-        if ino.n_blocks:
-            blocks = _data_blocks(ino)
-            if len(blocks) != ino.n_blocks:
-                raise AssertionError("data block count mismatch for %r" % (ino.path,))
-            batch.extend(blocks)
-            batch_size += len(blocks) * BLK
-            written += len(blocks)
-            if batch_size >= 1 << 20:
-                yield b"".join(batch)
-                batch = []
-                batch_size = 0
+    for ino in plan.with_blocks:
+        blocks = _data_blocks(ino)
+        if len(blocks) != ino.n_blocks:
+            raise AssertionError("data block count mismatch for %r" % (ino.path,))
+        batch.extend(blocks)
+        batch_size += len(blocks) * BLK
+        written += len(blocks)
+        if batch_size >= 1 << 20:
+            yield b"".join(batch)
+            batch = []
+            batch_size = 0
     if batch:
         yield b"".join(batch)
-    if written != n_data_blocks:
-        raise AssertionError("data blocks written %d, expected %d" % (written, n_data_blocks))
+    if written != plan.n_data_blocks:
+        raise AssertionError("data blocks written %d, expected %d" % (written, plan.n_data_blocks))
     # Directories refer to themselves ("."), their parent (".." and .parent): break
     # those cycles, so that the copy is freed by reference counting as soon as it is
     # dropped instead of by a pass of the cyclic garbage collector over every inode.
     for ino in order:
-        ino.entries = ino.dir_chunks = ino.parent = None
+        ino.entries = None
 
 
 def build_image(tree, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX):
