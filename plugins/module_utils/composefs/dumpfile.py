@@ -187,6 +187,7 @@ class _Parser:
         self.strict = strict
         self.root = None
         self.fixups = []  # (node, target path or None, line number)
+        self.may_have_nul = True  # each line is searched for a NUL unless the whole input has none
         self.dirs = {}  # normalised path -> directory node, to find parents fast
 
     def fail(self, lineno, problem, path=None):
@@ -220,7 +221,9 @@ class _Parser:
         if self.root is None:
             raise self.fail(lineno, "Root node not present", path)
         slash = path.rfind(b"/")
-        if slash >= 0 and path[:1] == b"/" and path.find(b"//") < 0:
+        if slash >= 0 and path[:1] == b"/":
+            # Only "" (the root) and normalised directory paths are keys of self.dirs, so
+            # a parent found here means the path is normalised (no "//", no "." or "..").
             parent = self.dirs.get(path[:slash])
             name = path[slash + 1:]
             if parent is not None and name and name != b"." and name != b".." \
@@ -264,9 +267,10 @@ class _Parser:
 
     def line(self, line, lineno):
         strict = self.strict
-        nul = line.find(b"\0")
-        if nul >= 0:
-            raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
+        if self.may_have_nul:
+            nul = line.find(b"\0")
+            if nul >= 0:
+                raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
         parts = line.split(b" ", 11)
         if len(parts) == 12:
             rest = parts[11]
@@ -301,22 +305,21 @@ class _Parser:
 
         node = Node.__new__(Node)
         node.mode = mode
-        node.nlink = 1
-        node.uid = node.gid = node.rdev = node.size = node.mtime_sec = node.mtime_nsec = 0
         node.payload = node.content = node.digest = node.link_to = None
         node.xattrs = {}
-        node.children = node.parent = node.name = None
+        node.parent = node.name = None
         node.lineno = lineno
-        self.add_node(path, node, lineno)
-
         if is_hardlink:
+            node.nlink = 1
+            node.uid = node.gid = node.rdev = node.size = node.mtime_sec = node.mtime_nsec = 0
+            node.children = None
+            self.add_node(path, node, lineno)
             if ftype == S_IFDIR:
                 raise self.fail(lineno, "Directories can't be hardlinked", path)
             target = self.field(parts, 8, lineno, optional=True)
             self.fixups.append((node, None if target is None else _cstr(target), lineno))
             return
-        if ftype == S_IFDIR:
-            node.children = {}
+        node.children = {} if ftype == S_IFDIR else None
 
         size_text, nlink_text, uid_text, gid_text, rdev_text = parts[1], parts[3], parts[4], parts[5], parts[6]
         sec_text, dot, nsec_text = parts[7].partition(b".")
@@ -329,7 +332,22 @@ class _Parser:
             if size + nlink + uid + gid + rdev + mtime_sec + mtime_nsec > _U64:
                 size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
                     min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
+            # No number can be wrong here, so the node goes in now (add_node() inline when
+            # its parent is known); elsewhere a wrong path is reported before a wrong number.
+            slash = path.rfind(b"/")
+            parent = self.dirs.get(path[:slash]) if slash >= 0 and path[:1] == b"/" else None
+            name = path[slash + 1:]
+            if (parent is not None and name and name != b"." and name != b".." and len(name) <= MAX_NAME_LENGTH
+                    and name not in parent.children):
+                parent.children[name] = node
+                node.parent = parent
+                node.name = name
+                if ftype == S_IFDIR:
+                    self.dirs[path] = node
+            else:
+                self.add_node(path, node, lineno)
         else:
+            self.add_node(path, node, lineno)
             size = self.number(parts, 1, 10, lineno)
             nlink = self.number(parts, 3, 10, lineno)
             uid = self.number(parts, 4, 10, lineno)
@@ -370,15 +388,16 @@ class _Parser:
         elif digest.find(b"\\") >= 0:
             digest = self.field(parts, 10, lineno)
 
-        if ftype != S_IFLNK:
-            node.size = size
+        node.size = size  # a symlink's is its target's length, set below
         node.nlink = nlink & _U32
         node.uid = uid & _U32
         node.gid = gid & _U32
         if ftype == S_IFCHR or ftype == S_IFBLK:
             node.rdev = rdev & _U32
-        elif strict and rdev != 0:
-            raise self.fail(lineno, "Non-zero devnum on non-device", path)
+        else:
+            node.rdev = 0
+            if strict and rdev != 0:
+                raise self.fail(lineno, "Non-zero devnum on non-device", path)
         mtime_sec &= _U64
         node.mtime_sec = mtime_sec - (1 << 64) if mtime_sec >> 63 else mtime_sec
         node.mtime_nsec = mtime_nsec & _U32
@@ -515,6 +534,7 @@ def parse(src, strict=False):
     lines = data.split(b"\n")
     partial = lines.pop()  # after the last newline: empty when the file ends with one
     parser = _Parser(strict)
+    parser.may_have_nul = data.find(b"\0") >= 0
     lineno = 0
     with paused_gc():
         for lineno, line in enumerate(lines, 1):
