@@ -69,6 +69,17 @@ _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 
 
+# Scratch space of the image writer (erofs.writer), which lays a tree's nodes out in
+# place instead of copying each one: the final nlink of a directory, the sorted
+# xattrs, the entries, the number and place of the inode. Only the writer sets and
+# reads them, while it writes an image; they are not part of the tree.
+WRITER_SLOTS = (
+    "w_nlink", "w_items", "w_entries", "w_dir_chunks", "w_index", "w_nid", "w_compact", "w_ipad",
+    "w_n_blocks", "w_tailsize", "w_shared", "w_unshared", "w_xattr_size", "w_name_filter", "w_blkaddr",
+    "w_ftype", "w_chunk_format",
+)
+
+
 def xattr_space(xattrs):
     """libcomposefs's accounting of the xattr space of one inode."""
     if not xattrs:
@@ -120,7 +131,7 @@ class Node:
         "mode", "nlink", "uid", "gid", "rdev", "size", "mtime_sec", "mtime_nsec",
         "payload", "content", "digest", "xattrs", "children", "link_to",
         "parent", "name", "lineno",
-    )
+    ) + WRITER_SLOTS
 
     def __init__(self, mode, nlink=1, uid=0, gid=0, rdev=0, size=0, mtime_sec=0, mtime_nsec=0,
                  payload=None, content=None, digest=None, xattrs=None, link_to=None):

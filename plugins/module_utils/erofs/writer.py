@@ -10,8 +10,11 @@ Public API::
                          digest=True)                             # raw fs-verity digest
     digest = image_digest(data)                                   # as mkcomposefs --print-digest
 
-What the writer does to the tree (on its own copy; the tree is not modified),
-in libcomposefs's order:
+What the writer does to the tree, in libcomposefs's order. The tree's own fields
+are never changed: an inode the writer rewrites (the root, a whiteout, a file
+whose ``trusted.overlay.*`` xattrs it escapes) is copied first, as libcomposefs
+clones the tree; the others are laid out in place, in their nodes' scratch slots
+(``tree.WRITER_SLOTS``), which hold the last image's layout until the next one.
 
 1. Format version: ``min_version``, raised up to ``max_version`` when a file is
    a whiteout (character device 0:0), the only reason for version 1.
@@ -60,6 +63,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.composefs.tree imp
     XATTR_NAME_MAX,
     XATTR_SPACE_MAX_EXTERNAL,
     XATTR_VALUE_MAX,
+    WRITER_SLOTS,
     LinkResolver,
     paused_gc,
 )
@@ -106,24 +110,23 @@ class _Inode:
 
     __slots__ = (
         "node", "path", "parent", "mode", "nlink", "uid", "gid", "rdev", "size", "mtime_sec",
-        "mtime_nsec", "payload", "content", "digest", "xattrs", "xattr_space", "entries",
-        "index", "nid", "compact", "ipad", "n_blocks", "tailsize", "shared", "unshared",
-        "xattr_size", "name_filter", "blkaddr", "dir_chunks", "ftype", "chunk_format", "items",
-    )
+        "mtime_nsec", "payload", "content", "digest", "xattrs", "xattr_space",
+    ) + WRITER_SLOTS
 
     def __init__(self):
         self.parent = None
-        self.entries = None
-        self.blkaddr = 0
-        self.dir_chunks = None
+        self.w_entries = None
+
+    @property
+    def lineno(self):
+        return None if self.node is None else self.node.lineno
 
 
 _U64 = (1 << 64) - 1  # size_t
 
 
 def _error(ino, problem):
-    node = ino.node
-    return ComposefsError(problem, None if node is None else node.lineno, ino.path)
+    return ComposefsError(problem, ino.lineno, ino.path)
 
 
 def _set_xattr(ino, key, value):
@@ -209,34 +212,33 @@ def _prepare(tree, min_version, max_version):
 
 
 def _prepare_breadth_first(tree, min_version, max_version):
-    """:func:`_prepare_in_order` for a tree without whiteouts, in one breadth-first pass.
+    """:func:`_prepare_in_order` for a common tree, in one breadth-first pass, mostly in place.
 
-    Each directory's entries are copied in byte order, so the copy order is the
-    final inode order (but for the root's whiteouts, added at the end); each inode
-    is checked and given its overlay xattrs as it is copied, the common cases
-    inline and the others through :func:`_check` and :func:`_add_overlay_xattrs`.
-    Without whiteouts no inode's overlay xattrs depend on another's, so the result
-    is the same. Returns None for a tree with a whiteout; raises ComposefsError on
-    a problem (see :func:`_prepare`).
+    Each directory's entries are taken in byte order, so the visiting order is the
+    final inode order (but for the root's whiteouts, added at the end). Only the
+    root is copied (it gets the opaque xattr and the whiteouts); every other inode
+    is the tree's node itself, checked and given its overlay xattrs (``w_items``)
+    as it is met, without changing its own fields. A tree where that is not
+    enough (a whiteout, an overlay xattr to escape, anything that fails a check)
+    gets None: :func:`_prepare` then copies and rewrites it in libcomposefs's
+    order. Without those, no inode's overlay xattrs depend on another's, so the
+    result is the same.
     """
     version, max_version = _resolve_versions(min_version, max_version)
-    root = _copy(tree.root, b"/", None)
+    root_node = tree.root
+    root = _copy(root_node, b"/", None)
     _check(root)
     _add_overlay_xattrs(root, version)
     order = [root]
     with_links = []
-    new = _Inode.__new__
     dir_pos = 0
-    dirs = [root]
+    dirs = [(root, root_node.children, root)]  # (inode, its children, its parent's inode)
     while dir_pos < len(dirs):  # breadth-first: the loop appends to dirs
-        ino = dirs[dir_pos]
+        ino, children, parent = dirs[dir_pos]
         dir_pos += 1
-        children = ino.node.children
-        entries = [(b".", ino, False), (b"..", ino if ino.parent is None else ino.parent, False)]
+        entries = [(b".", ino, False), (b"..", parent, False)]
         n_link = 2  # 2 + subdirectories
         if children:
-            path = ino.path
-            prefix = path if path == b"/" else path + b"/"
             links = False
             for name in sorted(children):
                 node = children[name]
@@ -244,84 +246,95 @@ def _prepare_breadth_first(tree, min_version, max_version):
                     entries.append((name, node, False))
                     links = True
                     continue
-                child = new(_Inode)  # _copy(), inline
-                child.node = node
-                child.path = prefix + name
-                child.parent = ino
-                child.entries = child.dir_chunks = None
-                child.blkaddr = 0
-                mode = child.mode = node.mode
-                child.nlink = node.nlink
-                child.uid = node.uid
-                child.gid = node.gid
-                child.rdev = node.rdev & 0xFFFFFFFF
-                size = child.size = node.size
-                child.mtime_sec = node.mtime_sec
-                child.mtime_nsec = node.mtime_nsec
-                payload = child.payload = node.payload
-                content = child.content = node.content
-                digest = child.digest = node.digest
-                xattrs = child.xattrs = node.xattrs
-                child.xattr_space = None
-                entries.append((name, child, True))
-                order.append(child)
-                t = mode & _S_IFMT
-                if t == S_IFDIR:
-                    dirs.append(child)
-                    n_link += 1
-                elif node.children:
-                    raise _error(child, "Only directories can have children")
-                elif t == S_IFLNK:
-                    child.size = len(payload or b"")
+                entries.append((name, node, True))
+                order.append(node)
+                xattrs = node.xattrs
                 if xattrs:
                     for k in xattrs:  # (a plain loop: most inodes have one or two xattrs)
                         if k.startswith(XATTR_OVERLAY_PREFIX):
-                            break
-                    else:
-                        k = None
-                else:
-                    k = None
-                # What _check() and _add_overlay_xattrs() do, inline for the common cases:
-                if k is None and t == S_IFREG and size > 0 and content is None:
-                    # A file in the object store: room for a metacopy of a digest up to 64 bytes
-                    # and a redirect of up to PATH_MAX (they start a new xattr count, see _set_xattr).
-                    if (payload and len(payload) <= MAX_PAYLOAD_LENGTH and size <= _MAX_CHUNKED_SIZE
-                            and (digest is None or len(digest) <= 64)):
-                        items = list(xattrs.items()) if xattrs else []
-                        items.append((XATTR_METACOPY, b"" if digest is None else _metacopy_value(digest)))
-                        items.append((XATTR_REDIRECT, b"/" + payload))
-                        if len(items) > 2:
-                            items.sort()
-                        child.items = items
-                        continue
-                elif k is None and (t == S_IFDIR or (t == S_IFLNK and payload) or (t == S_IFCHR and child.rdev)
-                                    or (t == S_IFREG and (content is None or len(content) == size <= INLINE_CONTENT_MAX))
-                                    or t == S_IFBLK or t == S_IFIFO or t == S_IFSOCK):
-                    child.items = sorted(xattrs.items()) if xattrs else None
-                    continue
-                if t == S_IFCHR and child.rdev == 0:
-                    return None  # a whiteout
-                _check(child)
-                _add_overlay_xattrs(child, version)
-                child.items = sorted(child.xattrs.items()) if child.xattrs else None
+                            return None  # escaped on a copy
+                t = node.mode & _S_IFMT
+                if t == S_IFREG:
+                    content = node.content
+                    size = node.size
+                    if content is None:
+                        if size > 0:
+                            # A file in the object store: a metacopy of a digest up to 64 bytes and a
+                            # redirect up to PATH_MAX always fit (they start a new count, see _set_xattr).
+                            payload = node.payload
+                            digest = node.digest
+                            if ((payload and len(payload) > MAX_PAYLOAD_LENGTH) or size > _MAX_CHUNKED_SIZE
+                                    or (digest is not None and len(digest) > 64)):
+                                return None
+                            items = list(xattrs.items()) if xattrs else []
+                            items.append((XATTR_METACOPY, b"" if digest is None else _metacopy_value(digest)))
+                            if payload:
+                                items.append((XATTR_REDIRECT, b"/" + payload))
+                            if xattrs:
+                                items.sort()
+                            node.w_items = items
+                            if node.children:
+                                return None
+                            continue
+                    elif len(content) != size or size > INLINE_CONTENT_MAX:
+                        return None
+                elif t == S_IFDIR:
+                    dirs.append((node, node.children, ino))
+                    n_link += 1
+                elif t == S_IFLNK:
+                    if not node.payload:
+                        return None
+                elif t == S_IFCHR:
+                    if node.rdev == 0:
+                        return None  # a whiteout
+                elif t not in VALID_TYPES:
+                    return None
+                if t != S_IFDIR and node.children:
+                    return None
+                node.w_items = sorted(xattrs.items()) if xattrs else None
             if links:
                 with_links.append(ino)
             if entries[2][0] < b"..":  # a name that sorts before "." and ".." (the rest is in order)
                 entries.sort(key=_entry_name)
-        ino.entries = entries
-        ino.nlink = n_link
+        ino.w_entries = entries
+        ino.w_nlink = n_link
 
-    _resolve_links(order, with_links)
-    entries = root.entries
+    if with_links and not _resolve_links_in_place(root_node, with_links):
+        return None
+    entries = root.w_entries
     first_level = sum(1 for entry in entries if entry[2])
     _set_xattr(root, XATTR_OPAQUE, b"y")
-    root.items = sorted(root.xattrs.items())
+    root.w_items = sorted(root.xattrs.items())
     _add_root_whiteouts(root)
     entries.sort(key=_entry_name)
     final = [root]
     final.extend([entry[1] for entry in entries if entry[2]])
     final.extend(order[1 + first_level:])
     return final, version
+
+
+def _resolve_links_in_place(root_node, with_links):
+    """:func:`_resolve_links` for :func:`_prepare_breadth_first`: False if a link is wrong (reported by the other way)."""
+    links = LinkResolver()
+    for ino in with_links:
+        entries = ino.w_entries
+        for i, (name, target, real) in enumerate(entries):
+            if real or isinstance(target, _Inode) or target.link_to is None:  # a file, "." or ".."
+                continue
+            try:
+                final = links.resolve(target)
+            except ComposefsError:
+                return False
+            if (final.mode & _S_IFMT) == S_IFDIR or final.link_to is not None:
+                return False
+            # In this tree: its parents lead to the root (the root itself is a directory).
+            up = final.parent
+            while up is not None and up is not root_node:
+                up = up.parent
+            if up is None:
+                return False
+            entries[i] = (name, final, False)
+    return True
 
 
 def _resolve_links(inodes, with_links):
@@ -331,7 +344,7 @@ def _resolve_links(inodes, with_links):
     links = LinkResolver()
     copies = dict((ino.node, ino) for ino in inodes)  # nodes hash by identity
     for ino in with_links:
-        entries = ino.entries
+        entries = ino.w_entries
         for i, (name, target, _real) in enumerate(entries):
             if not isinstance(target, _Inode):
                 final = links.resolve(target)
@@ -380,7 +393,7 @@ def _prepare_in_order(tree, min_version, max_version):
                     entries.append((name, cino, True))
                     todo.append(cino)
             entries.sort(key=_entry_name)
-        ino.entries = entries
+        ino.w_entries = entries
         if links:
             with_links.append(ino)
 
@@ -397,7 +410,7 @@ def _prepare_in_order(tree, min_version, max_version):
         ino = stack.pop()
         _check(ino)
         _add_overlay_xattrs(ino, version)
-        entries = ino.entries
+        entries = ino.w_entries
         if entries is not None:
             for entry in reversed(entries):
                 if entry[2]:
@@ -405,17 +418,17 @@ def _prepare_in_order(tree, min_version, max_version):
 
     _set_xattr(root, XATTR_OPAQUE, b"y")
     _add_root_whiteouts(root)
-    root.entries.sort(key=_entry_name)
+    root.w_entries.sort(key=_entry_name)
 
     # Breadth-first numbering; directory nlink is 2 + subdirectories.
     order = [root]
     index = 0
     while index < len(order):  # breadth-first: the loop appends to order
         ino = order[index]
-        ino.index = index
+        ino.w_index = index
         index += 1
-        ino.items = sorted(ino.xattrs.items()) if ino.xattrs else None
-        entries = ino.entries
+        ino.w_items = sorted(ino.xattrs.items()) if ino.xattrs else None
+        entries = ino.w_entries
         if entries is not None:
             n_link = 2
             for _name, child, is_real in entries:
@@ -423,7 +436,7 @@ def _prepare_in_order(tree, min_version, max_version):
                     order.append(child)
                     if (child.mode & _S_IFMT) == S_IFDIR:
                         n_link += 1
-            ino.nlink = n_link
+            ino.w_nlink = n_link
     return order, version
 
 
@@ -511,7 +524,7 @@ def _metacopy_value(digest):
 
 def _add_root_whiteouts(root):
     """Whiteouts 00..ff in the root that hide the object store's directories."""
-    present = set(entry[0] for entry in root.entries)
+    present = set(entry[0] for entry in root.w_entries)
     selinux = root.xattrs.get(b"security.selinux")
     for i in range(256):
         name = b"%02x" % i
@@ -532,11 +545,11 @@ def _add_root_whiteouts(root):
         ino.payload = ino.content = ino.digest = None
         ino.xattrs = {}
         ino.xattr_space = 0
-        ino.items = None
+        ino.w_items = None
         if selinux is not None:
             _set_xattr(ino, b"security.selinux", selinux)
-            ino.items = [(b"security.selinux", selinux)]
-        root.entries.append((name, ino, True))
+            ino.w_items = [(b"security.selinux", selinux)]
+        root.w_entries.append((name, ino, True))
 
 
 # --- xattr encoding ---------------------------------------------------------------
@@ -583,7 +596,7 @@ def _shared_xattrs(order):
     min_sec = root.mtime_sec
     min_nsec = root.mtime_nsec
     for ino in order:
-        items = ino.items
+        items = ino.w_items
         if items:
             every += items
         sec = ino.mtime_sec
@@ -640,8 +653,8 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
     offsets_get = offsets.get
     filter_default = fmt.EROFS_XATTR_FILTER_DEFAULT
     for index, ino in enumerate(order):
-        ino.index = index
-        items = ino.items
+        ino.w_index = index
+        items = ino.w_items
         if items:
             ino_shared = []
             unshared = []
@@ -667,24 +680,24 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                     unshared.append(raw)
                     xattr_size += len(raw)
                 name_filter |= info[2]
-            ino.shared = tuple(ino_shared)
-            ino.unshared = unshared
-            ino.name_filter = filter_default & ~name_filter
-            xattr_size = ino.xattr_size = (xattr_size + 3) & ~3
+            ino.w_shared = tuple(ino_shared)
+            ino.w_unshared = unshared
+            ino.w_name_filter = filter_default & ~name_filter
+            xattr_size = ino.w_xattr_size = (xattr_size + 3) & ~3
         else:
-            xattr_size = ino.xattr_size = 0
+            xattr_size = ino.w_xattr_size = 0
 
         t = ino.mode & _S_IFMT
-        ino.ftype = file_types.get(t, 0)
+        ino.w_ftype = file_types.get(t, 0)
         # compute_erofs_inode_size()
         if t == S_IFDIR:
-            entries = ino.entries
+            entries = ino.w_entries
             tail = 12 * len(entries) + sum([len(entry[0]) for entry in entries])
             if tail <= BLK:
-                chunks = ino.dir_chunks = None  # one block's worth
+                chunks = ino.w_dir_chunks = None  # one block's worth
                 n_blocks = 0
             else:
-                chunks = ino.dir_chunks = _dir_chunks(entries)
+                chunks = ino.w_dir_chunks = _dir_chunks(entries)
                 n_blocks = len(chunks) - 1
                 tail = chunks[-1][2]
             if tail > BLK // 2:  # never inline more than half a block
@@ -693,8 +706,7 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
             size = n_blocks * BLK + tail
         elif t == S_IFLNK:
             n_blocks = 0
-            tail = len(ino.payload)
-            size = ino.size
+            tail = size = len(ino.payload)
         elif t == S_IFREG and ino.size > 0:
             size = ino.size
             if ino.content is not None:
@@ -707,22 +719,23 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                 if size <= _ONE_CHUNK_MAX:
                     # fmt.chunking() of a file that fits one chunk: the smallest power of 2 >= size
                     chunkbits = (size - 1).bit_length()
-                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
+                    ino.w_chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
                     tail = 4
                 else:
                     chunkbits, chunks = fmt.chunking(size)
-                    ino.chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                    ino.w_chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
                     tail = 4 * chunks
         else:
             n_blocks = 0
             tail = 0
             size = ino.size
-        if (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec and ino.nlink <= 0xFFFF
+        if (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec
+                and (ino.w_nlink if t == S_IFDIR else ino.nlink) <= 0xFFFF
                 and ino.uid <= 0xFFFF and ino.gid <= 0xFFFF and size <= 0xFFFFFFFF):
-            ino.compact = True
+            ino.w_compact = True
             inode_size = 32
         else:
-            ino.compact = False
+            ino.w_compact = False
             inode_size = 64
 
         aligned = (pos + SLOT - 1) & ~(SLOT - 1)
@@ -752,13 +765,13 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                     extra = -pos % BLK
         ipad += extra
         pos += extra
-        ino.ipad = ipad
-        ino.n_blocks = n_blocks
+        ino.w_ipad = ipad
+        ino.w_n_blocks = n_blocks
         if n_blocks:
             n_data_blocks += n_blocks
             with_blocks.append(ino)
-        ino.tailsize = tail
-        ino.nid = pos // SLOT
+        ino.w_tailsize = tail
+        ino.w_nid = pos // SLOT
         pos += inode_size + xattr_size + tail
     inodes_end = (pos + SLOT - 1) & ~(SLOT - 1)
     has_acl = b"system.posix_acl_access" in infos or b"system.posix_acl_default" in infos
@@ -773,7 +786,7 @@ def _dirent_block(entries, first, count):
     heads = []
     pack = _PACK_DIRENT
     for name, target, _real in entries[first:first + count]:
-        heads.append(pack(target.nid, nameoff, target.ftype, 0))
+        heads.append(pack(target.w_nid, nameoff, target.w_ftype, 0))
         nameoff += len(name)
     heads.extend([entry[0] for entry in entries[first:first + count]])
     return b"".join(heads)
@@ -785,9 +798,9 @@ def _data_blocks(ino):
     out = []
     if t == S_IFDIR:
         # Every chunk but the last fills a block; the last one too unless inlined.
-        chunks = ino.dir_chunks or ((0, len(ino.entries), 0),)
-        for first, count, _used in chunks[:ino.n_blocks]:
-            block = _dirent_block(ino.entries, first, count)
+        chunks = ino.w_dir_chunks or ((0, len(ino.w_entries), 0),)
+        for first, count, _used in chunks[:ino.w_n_blocks]:
+            block = _dirent_block(ino.w_entries, first, count)
             out.append(block + _ZEROS[len(block):])
     elif t == S_IFREG:
         if ino.content is None:
@@ -795,7 +808,7 @@ def _data_blocks(ino):
             out.append(_NULL_CHUNK * (BLK // 4))
         else:
             content = ino.content
-            for i in range(ino.n_blocks):
+            for i in range(ino.w_n_blocks):
                 block = content[i * BLK:(i + 1) * BLK]
                 out.append(block + _ZEROS[len(block):])
     elif t == S_IFLNK:
@@ -836,17 +849,17 @@ def _emit(plan):
     data_start = (inodes_end + len(shared_table) + BLK - 1) & ~(BLK - 1)
     current = data_start // BLK
     for ino in plan.with_blocks:
-        ino.blkaddr = current
-        current += ino.n_blocks
+        ino.w_blkaddr = current
+        current += ino.w_n_blocks
     root = order[0]
-    if root.nid >= 0xFFFF:
+    if root.w_nid >= 0xFFFF:
         raise ComposefsError("Root inode too far into the image")
 
     header = fmt.COMPOSEFS_HEADER.pack(fmt.LCFS_EROFS_MAGIC, fmt.LCFS_EROFS_VERSION,
                                        fmt.LCFS_EROFS_FLAGS_HAS_ACL if plan.has_acl else 0, plan.version)
     superblock = fmt.SUPER_BLOCK.pack(
         fmt.EROFS_SUPER_MAGIC_V1, 0, fmt.EROFS_FEATURE_COMPAT_MTIME | fmt.EROFS_FEATURE_COMPAT_XATTR_FILTER,
-        fmt.EROFS_BLKSIZ_BITS, 0, root.nid, len(order), plan.min_sec & 0xFFFFFFFFFFFFFFFF, plan.min_nsec,
+        fmt.EROFS_BLKSIZ_BITS, 0, root.w_nid, len(order), plan.min_sec & 0xFFFFFFFFFFFFFFFF, plan.min_nsec,
         data_start // BLK + plan.n_data_blocks, (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size) // BLK,
         inodes_end // BLK, b"", b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
     yield header + bytes(fmt.EROFS_SUPER_OFFSET - len(header)) + superblock
@@ -860,51 +873,54 @@ def _emit(plan):
     for ino in order:
         # The inode: padding, the on-disk inode, its xattrs, its tail data.
         t = ino.mode & _S_IFMT
-        tail = ino.tailsize
+        tail = ino.w_tailsize
         i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
+        n_blocks = ino.w_n_blocks
+        nlink = ino.nlink
         if t == S_IFREG:
             size = ino.size
-            i_u = ino.blkaddr
+            i_u = ino.w_blkaddr if n_blocks else 0
             if size > 0 and ino.content is None:
                 i_format = _CHUNK_BASED
                 # struct erofs_inode_chunk_info overlays the low half of raw_blkaddr.
-                i_u = (i_u & 0xFFFF0000) | ino.chunk_format
+                i_u = (i_u & 0xFFFF0000) | ino.w_chunk_format
         elif t == S_IFDIR:
-            size = ino.n_blocks * BLK + tail
-            i_u = ino.blkaddr
+            size = n_blocks * BLK + tail
+            i_u = ino.w_blkaddr if n_blocks else 0
+            nlink = ino.w_nlink
         elif t == S_IFLNK:
-            size = tail if ino.n_blocks == 0 else ino.size
-            i_u = ino.blkaddr
+            size = tail if n_blocks == 0 else len(ino.payload)
+            i_u = ino.w_blkaddr if n_blocks else 0
         elif t == S_IFCHR or t == S_IFBLK:
             size = 0
-            i_u = ino.rdev
+            i_u = ino.rdev & 0xFFFFFFFF
         else:
             size = 0
             i_u = 0
-        xattr_size = ino.xattr_size
+        xattr_size = ino.w_xattr_size
         if xattr_size:
             icount = (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
             if icount > 0xFFFF:
                 raise _error(ino, "Too many xattrs")
         else:
             icount = 0
-        if ino.ipad:
-            append(_ZEROS[:ino.ipad])
-        if ino.compact:
-            append(_PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, ino.nlink, size, 0, i_u,
-                                 ino.index, ino.uid, ino.gid, 0))
+        if ino.w_ipad:
+            append(_ZEROS[:ino.w_ipad])
+        if ino.w_compact:
+            append(_PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, nlink, size, 0, i_u,
+                                 ino.w_index, ino.uid, ino.gid, 0))
         else:
-            append(_PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.index,
-                                  ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, ino.nlink))
+            append(_PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.w_index,
+                                  ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, nlink))
         if xattr_size:
             # The header and shared references: the same few combinations recur for most inodes.
-            key = (ino.name_filter, ino.shared)
+            key = (ino.w_name_filter, ino.w_shared)
             head = xattr_heads.get(key)
             if head is None:
-                head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.name_filter, len(ino.shared)) + b"".join(
-                    [(in_block + off >> 2).to_bytes(4, "little") for off in ino.shared])
+                head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.w_name_filter, len(ino.w_shared)) + b"".join(
+                    [(in_block + off >> 2).to_bytes(4, "little") for off in ino.w_shared])
             append(head)
-            batch.extend(ino.unshared)
+            batch.extend(ino.w_unshared)
         if tail:
             if t == S_IFREG:
                 if ino.content is None:
@@ -912,12 +928,12 @@ def _emit(plan):
                 else:
                     append(ino.content[ino.size - tail:])
             elif t == S_IFDIR:
-                chunks = ino.dir_chunks
+                chunks = ino.w_dir_chunks
                 if chunks is None:
-                    append(_dirent_block(ino.entries, 0, len(ino.entries)))
+                    append(_dirent_block(ino.w_entries, 0, len(ino.w_entries)))
                 else:
                     first, count, _used = chunks[-1]
-                    append(_dirent_block(ino.entries, first, count))
+                    append(_dirent_block(ino.w_entries, first, count))
             else:
                 append(ino.payload)
         if len(batch) >= 8192:
@@ -936,7 +952,7 @@ def _emit(plan):
     written = 0
     for ino in plan.with_blocks:
         blocks = _data_blocks(ino)
-        if len(blocks) != ino.n_blocks:
+        if len(blocks) != ino.w_n_blocks:
             raise AssertionError("data block count mismatch for %r" % (ino.path,))
         batch.extend(blocks)
         batch_size += len(blocks) * BLK
@@ -953,7 +969,7 @@ def _emit(plan):
     # those cycles, so that the copy is freed by reference counting as soon as it is
     # dropped instead of by a pass of the cyclic garbage collector over every inode.
     for ino in order:
-        ino.entries = None
+        ino.w_entries = None
 
 
 def build_image(tree, min_version=fmt.LCFS_DEFAULT_VERSION_MIN, max_version=fmt.LCFS_DEFAULT_VERSION_MAX):
