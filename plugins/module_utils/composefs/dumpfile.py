@@ -265,180 +265,191 @@ class _Parser:
         if (node.mode & S_IFMT) == S_IFDIR and path[:1] == b"/" and path.find(b"//") < 0:
             self.dirs[path] = node
 
-    def line(self, line, lineno):
+    def lines(self, lines, lineno):
+        """Parse ``lines``, the first being line ``lineno`` (one loop: no call per line)."""
         strict = self.strict
-        if self.may_have_nul:
-            nul = line.find(b"\0")
-            if nul >= 0:
-                raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
-        parts = line.split(b" ", 11)
-        if len(parts) == 12:
-            rest = parts[11]
-        else:
-            rest = b""
-            if len(parts) < 11:
-                parts.extend([b""] * (11 - len(parts)))
+        may_have_nul = self.may_have_nul
+        dirs = self.dirs
+        new_node = Node.__new__
+        lineno -= 1
+        for line in lines:
+            lineno += 1
+            if may_have_nul:
+                nul = line.find(b"\0")
+                if nul >= 0:
+                    raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
+            parts = line.split(b" ", 11)
+            if len(parts) == 12:
+                rest = parts[11]
+            else:
+                rest = b""
+                if len(parts) < 11:
+                    parts.extend([b""] * (11 - len(parts)))
 
-        path = parts[0]
-        if path.find(b"\\") >= 0:
-            path = _cstr(self.field(parts, 0, lineno))
-        if not path:
-            raise self.fail(lineno, "Invalid empty path")
+            path = parts[0]
+            if path.find(b"\\") >= 0:
+                path = _cstr(self.field(parts, 0, lineno))
+            if not path:
+                raise self.fail(lineno, "Invalid empty path")
 
-        mode_text = parts[2]
-        is_hardlink = mode_text[:1] == b"@"
-        if is_hardlink:
-            mode_text = mode_text[1:]
-        if mode_text.isdigit() and len(mode_text) <= 21:
-            try:
-                mode = int(mode_text, 8)
-            except ValueError:
-                mode = None  # 8 or 9 in an octal number
-        else:
-            mode = _strtoull(mode_text, 8)
-        if mode is None:
-            raise self.fail(lineno, "Invalid integer %s in MODE field" % _show(mode_text), path)
-        mode &= _U32
-        ftype = mode & S_IFMT
-        if ftype not in VALID_TYPES:
-            raise self.fail(lineno, "Invalid mode %o" % mode, path)
+            mode_text = parts[2]
+            is_hardlink = mode_text[:1] == b"@"
+            if is_hardlink:
+                mode_text = mode_text[1:]
+            if mode_text.isdigit() and len(mode_text) <= 21:
+                try:
+                    mode = int(mode_text, 8)
+                except ValueError:
+                    mode = None  # 8 or 9 in an octal number
+            else:
+                mode = _strtoull(mode_text, 8)
+            if mode is None:
+                raise self.fail(lineno, "Invalid integer %s in MODE field" % _show(mode_text), path)
+            mode &= _U32
+            ftype = mode & S_IFMT
+            if ftype not in VALID_TYPES:
+                raise self.fail(lineno, "Invalid mode %o" % mode, path)
 
-        node = Node.__new__(Node)
-        node.mode = mode
-        node.payload = node.content = node.digest = node.link_to = None
-        node.xattrs = {}
-        node.parent = node.name = None
-        node.lineno = lineno
-        if is_hardlink:
-            node.nlink = 1
-            node.uid = node.gid = node.rdev = node.size = node.mtime_sec = node.mtime_nsec = 0
-            node.children = None
-            self.add_node(path, node, lineno)
-            if ftype == S_IFDIR:
-                raise self.fail(lineno, "Directories can't be hardlinked", path)
-            target = self.field(parts, 8, lineno, optional=True)
-            self.fixups.append((node, None if target is None else _cstr(target), lineno))
-            return
-        node.children = {} if ftype == S_IFDIR else None
-
-        size_text, nlink_text, uid_text, gid_text, rdev_text = parts[1], parts[3], parts[4], parts[5], parts[6]
-        sec_text, dot, nsec_text = parts[7].partition(b".")
-        if (size_text.isdigit() and nlink_text.isdigit() and uid_text.isdigit() and gid_text.isdigit()
-                and rdev_text.isdigit() and sec_text.isdigit() and nsec_text.isdigit()):
-            # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
-            size, nlink, uid, gid, rdev = int(size_text), int(nlink_text), int(uid_text), int(gid_text), int(rdev_text)
-            mtime_sec, mtime_nsec = int(sec_text), int(nsec_text)
-            # None of them is negative: if their sum is in range, each one is.
-            if size + nlink + uid + gid + rdev + mtime_sec + mtime_nsec > _U64:
-                size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
-                    min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
-            # No number can be wrong here, so the node goes in now (add_node() inline when
-            # its parent is known); elsewhere a wrong path is reported before a wrong number.
-            slash = path.rfind(b"/")
-            parent = self.dirs.get(path[:slash]) if slash >= 0 and path[:1] == b"/" else None
-            name = path[slash + 1:]
-            if (parent is not None and name and name != b"." and name != b".." and len(name) <= MAX_NAME_LENGTH
-                    and name not in parent.children):
-                parent.children[name] = node
-                node.parent = parent
-                node.name = name
+            node = new_node(Node)
+            node.mode = mode
+            node.payload = node.content = node.digest = node.link_to = None
+            node.xattrs = {}
+            node.parent = node.name = None
+            node.lineno = lineno
+            if is_hardlink:
+                node.nlink = 1
+                node.uid = node.gid = node.rdev = node.size = node.mtime_sec = node.mtime_nsec = 0
+                node.children = None
+                self.add_node(path, node, lineno)
                 if ftype == S_IFDIR:
-                    self.dirs[path] = node
+                    raise self.fail(lineno, "Directories can't be hardlinked", path)
+                target = self.field(parts, 8, lineno, optional=True)
+                self.fixups.append((node, None if target is None else _cstr(target), lineno))
+                continue
+            node.children = {} if ftype == S_IFDIR else None
+
+            size_text, nlink_text, uid_text, gid_text, rdev_text = parts[1], parts[3], parts[4], parts[5], parts[6]
+            sec_text, dot, nsec_text = parts[7].partition(b".")
+            if (size_text.isdigit() and nlink_text.isdigit() and uid_text.isdigit() and gid_text.isdigit()
+                    and rdev_text.isdigit() and sec_text.isdigit() and nsec_text.isdigit()):
+                # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
+                size, nlink, uid, gid, rdev = int(size_text), int(nlink_text), int(uid_text), int(gid_text), int(rdev_text)
+                mtime_sec, mtime_nsec = int(sec_text), int(nsec_text)
+                # None of them is negative: if their sum is in range, each one is.
+                if size + nlink + uid + gid + rdev + mtime_sec + mtime_nsec > _U64:
+                    size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec = [
+                        min(value, _U64) for value in (size, nlink, uid, gid, rdev, mtime_sec, mtime_nsec)]
+                # No number can be wrong here, so the node goes in now (add_node() inline when
+                # its parent is known); elsewhere a wrong path is reported before a wrong number.
+                slash = path.rfind(b"/")
+                parent = dirs.get(path[:slash]) if slash >= 0 and path[:1] == b"/" else None
+                name = path[slash + 1:]
+                if (parent is not None and name and name != b"." and name != b".." and len(name) <= MAX_NAME_LENGTH
+                        and name not in parent.children):
+                    parent.children[name] = node
+                    node.parent = parent
+                    node.name = name
+                    if ftype == S_IFDIR:
+                        dirs[path] = node
+                else:
+                    self.add_node(path, node, lineno)
             else:
                 self.add_node(path, node, lineno)
-        else:
-            self.add_node(path, node, lineno)
-            size = self.number(parts, 1, 10, lineno)
-            nlink = self.number(parts, 3, 10, lineno)
-            uid = self.number(parts, 4, 10, lineno)
-            # mkcomposefs 1.0.8 reports a bad GID or RDEV only when UID is 0 (it
-            # tests the wrong variable); otherwise the field silently reads as 0.
-            gid = _strtoull(gid_text, 10)
-            if gid is None:
-                if uid == 0:
-                    self.number(parts, 5, 10, lineno)
-                gid = 0
-            rdev = _strtoull(rdev_text, 10)
-            if rdev is None:
-                if uid == 0:
-                    self.number(parts, 6, 10, lineno)
-                rdev = 0
-            mtime_sec = _strtoull(sec_text, 10)
-            mtime_nsec = _strtoull(nsec_text, 10) if mtime_sec is not None else None
-            if mtime_nsec is None:
-                bad = sec_text if mtime_sec is None else nsec_text
-                raise self.fail(lineno, "Invalid integer %s in MTIME field" % _show(bad), path)
+                size = self.number(parts, 1, 10, lineno)
+                nlink = self.number(parts, 3, 10, lineno)
+                uid = self.number(parts, 4, 10, lineno)
+                # mkcomposefs 1.0.8 reports a bad GID or RDEV only when UID is 0 (it
+                # tests the wrong variable); otherwise the field silently reads as 0.
+                gid = _strtoull(gid_text, 10)
+                if gid is None:
+                    if uid == 0:
+                        self.number(parts, 5, 10, lineno)
+                    gid = 0
+                rdev = _strtoull(rdev_text, 10)
+                if rdev is None:
+                    if uid == 0:
+                        self.number(parts, 6, 10, lineno)
+                    rdev = 0
+                mtime_sec = _strtoull(sec_text, 10)
+                mtime_nsec = _strtoull(nsec_text, 10) if mtime_sec is not None else None
+                if mtime_nsec is None:
+                    bad = sec_text if mtime_sec is None else nsec_text
+                    raise self.fail(lineno, "Invalid integer %s in MTIME field" % _show(bad), path)
 
-        payload = parts[8]
-        if payload == b"-":
-            payload = None
-        elif payload.find(b"\\") >= 0:
-            payload = _cstr(self.field(parts, 8, lineno))
-        content = parts[9]
-        if content == b"-":
-            content = None
-        else:
-            if content.find(b"\\") >= 0:
-                content = self.field(parts, 9, lineno)
-            if len(content) != size:
-                raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
-        digest = parts[10]
-        if digest == b"-":
-            digest = None
-        elif digest.find(b"\\") >= 0:
-            digest = self.field(parts, 10, lineno)
+            payload = parts[8]
+            if payload == b"-":
+                payload = None
+            elif payload.find(b"\\") >= 0:
+                payload = _cstr(self.field(parts, 8, lineno))
+            content = parts[9]
+            if content == b"-":
+                content = None
+            else:
+                if content.find(b"\\") >= 0:
+                    content = self.field(parts, 9, lineno)
+                if len(content) != size:
+                    raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
+            digest = parts[10]
+            if digest == b"-":
+                digest = None
+            elif digest.find(b"\\") >= 0:
+                digest = self.field(parts, 10, lineno)
 
-        node.size = size  # a symlink's is its target's length, set below
-        node.nlink = nlink & _U32
-        node.uid = uid & _U32
-        node.gid = gid & _U32
-        if ftype == S_IFCHR or ftype == S_IFBLK:
-            node.rdev = rdev & _U32
-        else:
-            node.rdev = 0
-            if strict and rdev != 0:
-                raise self.fail(lineno, "Non-zero devnum on non-device", path)
-        mtime_sec &= _U64
-        node.mtime_sec = mtime_sec - (1 << 64) if mtime_sec >> 63 else mtime_sec
-        node.mtime_nsec = mtime_nsec & _U32
+            node.size = size  # a symlink's is its target's length, set below
+            if (nlink | uid | gid | mtime_nsec) > _U32:  # (all are at most 2**64 - 1 here)
+                nlink &= _U32
+                uid &= _U32
+                gid &= _U32
+                mtime_nsec &= _U32
+            node.nlink = nlink
+            node.uid = uid
+            node.gid = gid
+            if ftype == S_IFCHR or ftype == S_IFBLK:
+                node.rdev = rdev & _U32
+            else:
+                node.rdev = 0
+                if strict and rdev != 0:
+                    raise self.fail(lineno, "Non-zero devnum on non-device", path)
+            node.mtime_sec = mtime_sec - (1 << 64) if mtime_sec >> 63 else mtime_sec  # a signed 64-bit number
+            node.mtime_nsec = mtime_nsec
 
-        if ftype == S_IFLNK:
-            if not payload:
-                raise self.fail(lineno, "Invalid symlink: no target", path)
-            if len(payload) > MAX_PAYLOAD_LENGTH:
-                raise self.fail(lineno, "Invalid symlink: target of %d bytes, longer than %d"
-                                % (len(payload), MAX_PAYLOAD_LENGTH), path)
-            node.payload = payload
-            node.size = len(payload)
-            if strict:
-                if size != len(payload):
-                    raise self.fail(lineno, "Invalid symlink size %d, must match size %d" % (len(payload), size), path)
-                if content:
-                    raise self.fail(lineno, "Symlink cannot have content", path)
-        else:
-            if payload is not None and len(payload) > MAX_PAYLOAD_LENGTH:
-                raise self.fail(lineno, "Invalid payload: %d bytes, longer than %d"
-                                % (len(payload), MAX_PAYLOAD_LENGTH), path)
-            node.payload = payload
-            if content is not None:
-                if len(content) > INLINE_CONTENT_MAX:
-                    raise self.fail(lineno, "Inline content size %d exceeds maximum %d"
-                                    % (len(content), INLINE_CONTENT_MAX), path)
-                node.content = content or None
-                node.size = len(content)
+            if ftype == S_IFLNK:
+                if not payload:
+                    raise self.fail(lineno, "Invalid symlink: no target", path)
+                if len(payload) > MAX_PAYLOAD_LENGTH:
+                    raise self.fail(lineno, "Invalid symlink: target of %d bytes, longer than %d"
+                                    % (len(payload), MAX_PAYLOAD_LENGTH), path)
+                node.payload = payload
+                node.size = len(payload)
+                if strict:
+                    if size != len(payload):
+                        raise self.fail(lineno, "Invalid symlink size %d, must match size %d" % (len(payload), size), path)
+                    if content:
+                        raise self.fail(lineno, "Symlink cannot have content", path)
+            else:
+                if payload is not None and len(payload) > MAX_PAYLOAD_LENGTH:
+                    raise self.fail(lineno, "Invalid payload: %d bytes, longer than %d"
+                                    % (len(payload), MAX_PAYLOAD_LENGTH), path)
+                node.payload = payload
+                if content is not None:
+                    if len(content) > INLINE_CONTENT_MAX:
+                        raise self.fail(lineno, "Inline content size %d exceeds maximum %d"
+                                        % (len(content), INLINE_CONTENT_MAX), path)
+                    node.content = content or None
+                    node.size = len(content)
 
-        if digest is not None:
-            digest = _cstr(digest)
-            if digest:
-                # Like libcomposefs, only the first 64 hex digits count.
-                if not _HEX_DIGEST_RE.match(digest):
-                    raise self.fail(lineno, "Invalid digest %s: not 64 hex digits" % _show(digest), path)
-                node.digest = unhexlify(digest[:64])
+            if digest is not None:
+                digest = _cstr(digest)
+                if digest:
+                    # Like libcomposefs, only the first 64 hex digits count.
+                    if not _HEX_DIGEST_RE.match(digest):
+                        raise self.fail(lineno, "Invalid digest %s: not 64 hex digits" % _show(digest), path)
+                    node.digest = unhexlify(digest[:64])
 
-        if len(rest) > MAX_XATTRS_TEXT:
-            raise self.fail(lineno, "Too many xattrs", path)
-        if rest:
-            self.xattrs(node, rest, lineno, path)
+            if len(rest) > MAX_XATTRS_TEXT:
+                raise self.fail(lineno, "Too many xattrs", path)
+            if rest:
+                self.xattrs(node, rest, lineno, path)
 
     def xattrs(self, node, rest, lineno, path):
         pieces = rest.split(b" ")
@@ -535,14 +546,12 @@ def parse(src, strict=False):
     partial = lines.pop()  # after the last newline: empty when the file ends with one
     parser = _Parser(strict)
     parser.may_have_nul = data.find(b"\0") >= 0
-    lineno = 0
     with paused_gc():
-        for lineno, line in enumerate(lines, 1):
-            parser.line(line, lineno)
+        parser.lines(lines, 1)
         if partial:
             if strict:
-                raise ComposefsError("Missing trailing newline", lineno + 1)
-            parser.line(partial, lineno + 1)
+                raise ComposefsError("Missing trailing newline", len(lines) + 1)
+            parser.lines([partial], len(lines) + 1)
         return parser.finish()
 
 
