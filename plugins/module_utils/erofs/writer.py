@@ -92,6 +92,7 @@ _NULL_CHUNK = b"\xff\xff\xff\xff"
 # The largest file fmt.chunking() gives one chunk: 2**31 blocks.
 _ONE_CHUNK_MAX = 1 << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _ZEROS = bytes(BLK)
+_PADS = [bytes(n) for n in range(SLOT)]
 _PACK_COMPACT = fmt.INODE_COMPACT.pack
 _PACK_EXTENDED = fmt.INODE_EXTENDED.pack
 _PACK_XATTR_HEADER = fmt.XATTR_IBODY_HEADER.pack
@@ -266,13 +267,19 @@ def _prepare_breadth_first(tree, min_version, max_version):
                             if ((payload and len(payload) > MAX_PAYLOAD_LENGTH) or size > _MAX_CHUNKED_SIZE
                                     or (digest is not None and len(digest) > 64)):
                                 return None
-                            items = list(xattrs.items()) if xattrs else []
-                            items.append((XATTR_METACOPY, b"" if digest is None else _metacopy_value(digest)))
-                            if payload:
-                                items.append((XATTR_REDIRECT, b"/" + payload))
+                            metacopy = _NO_DIGEST_METACOPY if digest is None else (
+                                XATTR_METACOPY, _metacopy_value(digest))
                             if xattrs:
+                                items = list(xattrs.items())
+                                items.append(metacopy)
+                                if payload:
+                                    items.append((XATTR_REDIRECT, b"/" + payload))
                                 items.sort()
-                            node.w_items = items
+                                node.w_items = items
+                            elif payload:
+                                node.w_items = (metacopy, (XATTR_REDIRECT, b"/" + payload))
+                            else:
+                                node.w_items = (metacopy,)
                             if node.children:
                                 return None
                             continue
@@ -517,6 +524,9 @@ def _add_overlay_xattrs(ino, version):
             _set_xattr(parent, XATTR_USERXATTR_OPAQUE, b"x")
 
 
+_NO_DIGEST_METACOPY = (XATTR_METACOPY, b"")
+
+
 def _metacopy_value(digest):
     """trusted.overlay.metacopy of a file with a known fs-verity digest (struct ovl_metacopy)."""
     return bytes((0, 4 + len(digest), 0, FS_VERITY_HASH_ALG_SHA256)) + digest
@@ -681,7 +691,7 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                     xattr_size += len(raw)
                 name_filter |= info[2]
             ino.w_shared = tuple(ino_shared)
-            ino.w_unshared = unshared
+            ino.w_unshared = unshared[0] if len(unshared) == 1 else b"".join(unshared)
             ino.w_name_filter = filter_default & ~name_filter
             xattr_size = ino.w_xattr_size = (xattr_size + 3) & ~3
         else:
@@ -905,7 +915,8 @@ def _emit(plan):
         else:
             icount = 0
         if ino.w_ipad:
-            append(_ZEROS[:ino.w_ipad])
+            ipad = ino.w_ipad
+            append(_PADS[ipad] if ipad < SLOT else _ZEROS[:ipad])
         if ino.w_compact:
             append(_PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, nlink, size, 0, i_u,
                                  ino.w_index, ino.uid, ino.gid, 0))
@@ -920,7 +931,8 @@ def _emit(plan):
                 head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.w_name_filter, len(ino.w_shared)) + b"".join(
                     [(in_block + off >> 2).to_bytes(4, "little") for off in ino.w_shared])
             append(head)
-            batch.extend(ino.w_unshared)
+            if ino.w_unshared:
+                append(ino.w_unshared)
         if tail:
             if t == S_IFREG:
                 if ino.content is None:

@@ -243,7 +243,7 @@ def _final(ino):
     is_dir = ino.mode & 0o170000 == 0o040000
     size = len(ino.payload) if ino.mode & 0o170000 == 0o120000 else ino.size
     entries = [(e[0], e[1].path, e[2]) for e in ino.w_entries] if is_dir else None
-    return (ino.w_nlink if is_dir else ino.nlink, ino.mode, size, ino.w_items, entries)
+    return (ino.w_nlink if is_dir else ino.nlink, ino.mode, size, list(ino.w_items or ()), entries)
 
 
 def test_first_problem_in_libcomposefs_order_is_reported():
