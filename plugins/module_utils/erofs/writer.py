@@ -647,26 +647,33 @@ def _dir_chunks(entries):
 _FILE_TYPES = dict((t, fmt.file_type_of_mode(t)) for t in VALID_TYPES)
 
 
-def _compute_layout(order, offsets, min_sec, min_nsec):
-    """Steps 5 and 6 for each inode: its xattrs (shared references and inline entries), then its place.
+def _lay_out(order, offsets, min_sec, min_nsec):
+    """Steps 5 and 6 and the inodes' bytes, in one pass over the inodes.
 
-    Returns (end of the inodes, data block count, the inodes with data blocks, whether an ACL is set).
+    For each inode: its xattrs (shared references and inline entries), its place,
+    then its bytes. Three things are only known at the end and are filled in by
+    :func:`_fill_in`: the shared xattr references (they count from the end of the
+    inodes), the entries of inline directories (their children come later), and
+    the block address of the few inodes with data blocks.
     """
     pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
+    parts = []  # the bytes from pos on, with None where something is filled in at the end
+    append = parts.append
     n_data_blocks = 0
-    with_blocks = []
+    with_blocks = []  # (inode, index of its inode bytes in parts, what to pack them from)
+    inline_dirs = []  # (index in parts, inode) of the directories whose last entries are inline
+    heads = {}  # (name filter, shared references) -> indexes in parts of that xattr header
     file_types = _FILE_TYPES
     limit = fmt.EROFS_XATTR_LONG_PREFIX
     infos = {}  # key -> _key_info(key), without the function call per xattr
-    encoded = {}  # (name, value) -> its inline entry
     pack_entry = fmt.XATTR_ENTRY.pack
     offsets_get = offsets.get
     filter_default = fmt.EROFS_XATTR_FILTER_DEFAULT
     for index, ino in enumerate(order):
-        ino.w_index = index
+        # The xattrs: shared references, inline entries and the name filter.
         items = ino.w_items
         if items:
-            ino_shared = []
+            shared = []
             unshared = []
             name_filter = 0
             xattr_size = XATTR_HEADER_SIZE
@@ -676,8 +683,8 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                 if info is None:
                     info = infos[key] = _key_info(key)
                 off = offsets_get(item)
-                if off is not None and len(ino_shared) < limit:
-                    ino_shared.append(off)
+                if off is not None and len(shared) < limit:
+                    shared.append(off)
                     xattr_size += 4
                 else:
                     # _xattr_entry(), inline
@@ -690,36 +697,24 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                     unshared.append(raw)
                     xattr_size += len(raw)
                 name_filter |= info[2]
-            ino.w_shared = tuple(ino_shared)
-            ino.w_unshared = unshared[0] if len(unshared) == 1 else b"".join(unshared)
-            ino.w_name_filter = filter_default & ~name_filter
-            xattr_size = ino.w_xattr_size = (xattr_size + 3) & ~3
+            xattr_size = (xattr_size + 3) & ~3
+            icount = (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
+            if icount > 0xFFFF:
+                raise _error(ino, "Too many xattrs")
         else:
-            xattr_size = ino.w_xattr_size = 0
+            xattr_size = icount = 0
 
-        t = ino.mode & _S_IFMT
+        # compute_erofs_inode_size(); size is what decides a compact inode
+        mode = ino.mode
+        t = mode & _S_IFMT
         ino.w_ftype = file_types.get(t, 0)
-        # compute_erofs_inode_size()
-        if t == S_IFDIR:
-            entries = ino.w_entries
-            tail = 12 * len(entries) + sum([len(entry[0]) for entry in entries])
-            if tail <= BLK:
-                chunks = ino.w_dir_chunks = None  # one block's worth
-                n_blocks = 0
-            else:
-                chunks = ino.w_dir_chunks = _dir_chunks(entries)
-                n_blocks = len(chunks) - 1
-                tail = chunks[-1][2]
-            if tail > BLK // 2:  # never inline more than half a block
-                n_blocks += 1
-                tail = 0
-            size = n_blocks * BLK + tail
-        elif t == S_IFLNK:
-            n_blocks = 0
-            tail = size = len(ino.payload)
-        elif t == S_IFREG and ino.size > 0:
-            size = ino.size
-            if ino.content is not None:
+        nlink = ino.nlink
+        chunk_format = None
+        size = ino.size
+        if t == S_IFREG:
+            if size == 0:
+                n_blocks = tail = 0
+            elif ino.content is not None:
                 n_blocks, tail = divmod(size, BLK)
                 if tail > BLK // 2:
                     n_blocks += 1
@@ -729,31 +724,46 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                 if size <= _ONE_CHUNK_MAX:
                     # fmt.chunking() of a file that fits one chunk: the smallest power of 2 >= size
                     chunkbits = (size - 1).bit_length()
-                    ino.w_chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
+                    chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
                     tail = 4
                 else:
-                    chunkbits, chunks = fmt.chunking(size)
-                    ino.w_chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
-                    tail = 4 * chunks
-        else:
+                    chunkbits, count = fmt.chunking(size)
+                    chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                    tail = 4 * count
+        elif t == S_IFDIR:
+            nlink = ino.w_nlink
+            entries = ino.w_entries
+            tail = 12 * len(entries) + sum([len(entry[0]) for entry in entries])
+            if tail <= BLK:
+                chunks = None  # one block's worth
+                n_blocks = 0
+            else:
+                chunks = _dir_chunks(entries)
+                n_blocks = len(chunks) - 1
+                tail = chunks[-1][2]
+            if tail > BLK // 2:  # never inline more than half a block
+                n_blocks += 1
+                tail = 0
+            ino.w_dir_chunks = chunks
+            size = n_blocks * BLK + tail
+        elif t == S_IFLNK:
             n_blocks = 0
-            tail = 0
-            size = ino.size
-        if (ino.mtime_sec == min_sec and ino.mtime_nsec == min_nsec
-                and (ino.w_nlink if t == S_IFDIR else ino.nlink) <= 0xFFFF
-                and ino.uid <= 0xFFFF and ino.gid <= 0xFFFF and size <= 0xFFFFFFFF):
-            ino.w_compact = True
-            inode_size = 32
+            tail = size = len(ino.payload)
         else:
-            ino.w_compact = False
-            inode_size = 64
+            n_blocks = tail = 0
+        mtime_sec = ino.mtime_sec
+        mtime_nsec = ino.mtime_nsec
+        uid = ino.uid
+        gid = ino.gid
+        compact = (mtime_sec == min_sec and mtime_nsec == min_nsec and nlink <= 0xFFFF and uid <= 0xFFFF
+                   and gid <= 0xFFFF and size <= 0xFFFFFFFF)
+        inode_size = 32 if compact else 64
 
         aligned = (pos + SLOT - 1) & ~(SLOT - 1)
         ipad = aligned - pos
         pos = aligned
 
         # compute_erofs_inode_padding_for_tail()
-        extra = 0
         if t == S_IFLNK:
             total = inode_size + xattr_size + tail
             if total // BLK > 0:
@@ -761,6 +771,8 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                 tail = 0
             if pos // BLK != (pos + total - 1) // BLK:
                 extra = -pos % BLK
+                ipad += extra
+                pos += extra
         else:
             non_tail = inode_size + xattr_size
             remainder = BLK - (pos + non_tail) % BLK
@@ -773,19 +785,99 @@ def _compute_layout(order, offsets, min_sec, min_nsec):
                     n_blocks += 1
                     tail = 0
                     extra = -pos % BLK
-        ipad += extra
-        pos += extra
-        ino.w_ipad = ipad
-        ino.w_n_blocks = n_blocks
-        if n_blocks:
-            n_data_blocks += n_blocks
-            with_blocks.append(ino)
-        ino.w_tailsize = tail
+                ipad += extra
+                pos += extra
         ino.w_nid = pos // SLOT
         pos += inode_size + xattr_size + tail
+
+        # The bytes: padding, the on-disk inode, its xattrs, its tail data.
+        if ipad:
+            append(_PADS[ipad] if ipad < SLOT else _ZEROS[:ipad])
+        if chunk_format is not None:
+            i_format = _CHUNK_BASED
+            i_u = chunk_format
+        else:
+            i_format = _FLAT_INLINE if tail else _FLAT_PLAIN
+            i_u = ino.rdev & 0xFFFFFFFF if t == S_IFCHR or t == S_IFBLK else 0
+        if t == S_IFDIR:
+            size = n_blocks * BLK + tail
+        elif t != S_IFREG and t != S_IFLNK:
+            size = 0
+        if n_blocks:
+            # The block address is known at the end (for a chunk-based file, whose chunk
+            # index struct erofs_inode_chunk_info overlays on the low half of raw_blkaddr).
+            ino.w_n_blocks = n_blocks
+            n_data_blocks += n_blocks
+            with_blocks.append((ino, len(parts), (compact, i_format, icount, mode & 0xFFFF, nlink, size, i_u, index)))
+            append(None)
+        elif compact:
+            append(_PACK_COMPACT(i_format, icount, mode & 0xFFFF, nlink, size, 0, i_u, index, uid, gid, 0))
+        else:
+            append(_PACK_EXTENDED(i_format | _EXTENDED, icount, mode & 0xFFFF, 0, size, i_u, index, uid, gid,
+                                  mtime_sec & 0xFFFFFFFFFFFFFFFF, mtime_nsec, nlink))
+        if xattr_size:
+            name_filter = filter_default & ~name_filter
+            if shared:
+                key = (name_filter, tuple(shared))
+                at = heads.get(key)
+                if at is None:
+                    heads[key] = [len(parts)]
+                else:
+                    at.append(len(parts))
+                append(None)
+            else:
+                append(_PACK_XATTR_HEADER(name_filter, 0))
+            if unshared:
+                append(unshared[0] if len(unshared) == 1 else b"".join(unshared))
+        if tail:
+            if t == S_IFREG:
+                if chunk_format is not None:
+                    append(_NULL_CHUNK * (tail // 4))
+                else:
+                    append(ino.content[size - tail:])
+            elif t == S_IFDIR:
+                inline_dirs.append((len(parts), ino))
+                append(None)
+            else:
+                append(ino.payload)
     inodes_end = (pos + SLOT - 1) & ~(SLOT - 1)
+    if pos < inodes_end:
+        append(_PADS[inodes_end - pos])
     has_acl = b"system.posix_acl_access" in infos or b"system.posix_acl_default" in infos
-    return inodes_end, n_data_blocks, with_blocks, has_acl
+    return inodes_end, parts, n_data_blocks, with_blocks, inline_dirs, heads, has_acl
+
+
+def _fill_in(plan, parts, inline_dirs, heads):
+    """What :func:`_lay_out` left for the end: block addresses, shared xattr references, inline entries."""
+    data_start = (plan.inodes_end + len(plan.shared_table) + BLK - 1) & ~(BLK - 1)
+    plan.data_start = data_start
+    current = data_start // BLK
+    for ino, at, (compact, i_format, icount, mode, nlink, size, i_u, index) in plan.with_blocks:
+        if i_format == _CHUNK_BASED:
+            i_u |= current & 0xFFFF0000
+        else:
+            i_u = current
+        ino.w_blkaddr = current
+        current += ino.w_n_blocks
+        if compact:
+            parts[at] = _PACK_COMPACT(i_format, icount, mode, nlink, size, 0, i_u, index, ino.uid, ino.gid, 0)
+        else:
+            parts[at] = _PACK_EXTENDED(i_format | _EXTENDED, icount, mode, 0, size, i_u, index, ino.uid, ino.gid,
+                                       ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, nlink)
+    in_block = plan.inodes_end % BLK
+    for (name_filter, shared), indexes in heads.items():
+        head = _PACK_XATTR_HEADER(name_filter, len(shared)) + b"".join(
+            [(in_block + off >> 2).to_bytes(4, "little") for off in shared])
+        for at in indexes:
+            parts[at] = head
+    for at, ino in inline_dirs:
+        entries = ino.w_entries
+        chunks = ino.w_dir_chunks
+        if chunks is None:
+            parts[at] = _dirent_block(entries, 0, len(entries))
+        else:
+            first, count, _used = chunks[-1]
+            parts[at] = _dirent_block(entries, first, count)
 
 
 # --- writing ------------------------------------------------------------------------
@@ -828,23 +920,27 @@ def _data_blocks(ino):
 
 
 class _Plan:
-    """What :func:`_plan` found, for :func:`_emit`."""
+    """What :func:`_plan` found, for :func:`_emit`: everything but the data blocks' bytes."""
 
-    __slots__ = ("order", "version", "shared_table", "inodes_end", "n_data_blocks", "with_blocks", "has_acl",
-                 "min_sec", "min_nsec")
-
-    def __init__(self, *values):
-        for name, value in zip(self.__slots__, values):
-            setattr(self, name, value)
+    __slots__ = ("order", "version", "shared_table", "inodes_end", "inodes", "n_data_blocks", "with_blocks",
+                 "has_acl", "min_sec", "min_nsec", "data_start")
 
 
 def _plan(tree, min_version, max_version):
-    """Everything but the bytes: the inodes in order, their layout and the shared xattrs."""
+    """Steps 1 to 6 and the bytes of the inodes (nothing is written before the whole tree is checked)."""
+    plan = _Plan()
     with paused_gc():
-        order, version = _prepare(tree, min_version, max_version)
-        shared_table, offsets, min_sec, min_nsec = _shared_xattrs(order)
-        inodes_end, n_data_blocks, with_blocks, has_acl = _compute_layout(order, offsets, min_sec, min_nsec)
-    return _Plan(order, version, shared_table, inodes_end, n_data_blocks, with_blocks, has_acl, min_sec, min_nsec)
+        plan.order, plan.version = _prepare(tree, min_version, max_version)
+        plan.shared_table, offsets, plan.min_sec, plan.min_nsec = _shared_xattrs(plan.order)
+        (plan.inodes_end, parts, plan.n_data_blocks, plan.with_blocks, inline_dirs, heads,
+         plan.has_acl) = _lay_out(plan.order, offsets, plan.min_sec, plan.min_nsec)
+        _fill_in(plan, parts, inline_dirs, heads)
+        plan.inodes = b"".join(parts)
+    if len(plan.inodes) != plan.inodes_end - (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size):
+        raise AssertionError("inodes take %d bytes, %d planned" % (len(plan.inodes), plan.inodes_end))
+    if plan.order[0].w_nid >= 0xFFFF:
+        raise ComposefsError("Root inode too far into the image")
+    return plan
 
 
 def _generate(tree, min_version, max_version):
@@ -856,113 +952,23 @@ def _emit(plan):
     order = plan.order
     inodes_end = plan.inodes_end
     shared_table = plan.shared_table
-    data_start = (inodes_end + len(shared_table) + BLK - 1) & ~(BLK - 1)
-    current = data_start // BLK
-    for ino in plan.with_blocks:
-        ino.w_blkaddr = current
-        current += ino.w_n_blocks
-    root = order[0]
-    if root.w_nid >= 0xFFFF:
-        raise ComposefsError("Root inode too far into the image")
-
+    data_start = plan.data_start
     header = fmt.COMPOSEFS_HEADER.pack(fmt.LCFS_EROFS_MAGIC, fmt.LCFS_EROFS_VERSION,
                                        fmt.LCFS_EROFS_FLAGS_HAS_ACL if plan.has_acl else 0, plan.version)
     superblock = fmt.SUPER_BLOCK.pack(
         fmt.EROFS_SUPER_MAGIC_V1, 0, fmt.EROFS_FEATURE_COMPAT_MTIME | fmt.EROFS_FEATURE_COMPAT_XATTR_FILTER,
-        fmt.EROFS_BLKSIZ_BITS, 0, root.w_nid, len(order), plan.min_sec & 0xFFFFFFFFFFFFFFFF, plan.min_nsec,
+        fmt.EROFS_BLKSIZ_BITS, 0, order[0].w_nid, len(order), plan.min_sec & 0xFFFFFFFFFFFFFFFF, plan.min_nsec,
         data_start // BLK + plan.n_data_blocks, (fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size) // BLK,
         inodes_end // BLK, b"", b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
     yield header + bytes(fmt.EROFS_SUPER_OFFSET - len(header)) + superblock
-
-    in_block = inodes_end % BLK
-    pos = fmt.EROFS_SUPER_OFFSET + fmt.SUPER_BLOCK.size
-    batch = []
-    batch_size = 0
-    xattr_heads = {}  # (name filter, shared references) -> their bytes
-    append = batch.append
-    for ino in order:
-        # The inode: padding, the on-disk inode, its xattrs, its tail data.
-        t = ino.mode & _S_IFMT
-        tail = ino.w_tailsize
-        i_format = _FLAT_INLINE if tail > 0 else _FLAT_PLAIN
-        n_blocks = ino.w_n_blocks
-        nlink = ino.nlink
-        if t == S_IFREG:
-            size = ino.size
-            i_u = ino.w_blkaddr if n_blocks else 0
-            if size > 0 and ino.content is None:
-                i_format = _CHUNK_BASED
-                # struct erofs_inode_chunk_info overlays the low half of raw_blkaddr.
-                i_u = (i_u & 0xFFFF0000) | ino.w_chunk_format
-        elif t == S_IFDIR:
-            size = n_blocks * BLK + tail
-            i_u = ino.w_blkaddr if n_blocks else 0
-            nlink = ino.w_nlink
-        elif t == S_IFLNK:
-            size = tail if n_blocks == 0 else len(ino.payload)
-            i_u = ino.w_blkaddr if n_blocks else 0
-        elif t == S_IFCHR or t == S_IFBLK:
-            size = 0
-            i_u = ino.rdev & 0xFFFFFFFF
-        else:
-            size = 0
-            i_u = 0
-        xattr_size = ino.w_xattr_size
-        if xattr_size:
-            icount = (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
-            if icount > 0xFFFF:
-                raise _error(ino, "Too many xattrs")
-        else:
-            icount = 0
-        if ino.w_ipad:
-            ipad = ino.w_ipad
-            append(_PADS[ipad] if ipad < SLOT else _ZEROS[:ipad])
-        if ino.w_compact:
-            append(_PACK_COMPACT(i_format, icount, ino.mode & 0xFFFF, nlink, size, 0, i_u,
-                                 ino.w_index, ino.uid, ino.gid, 0))
-        else:
-            append(_PACK_EXTENDED(i_format | _EXTENDED, icount, ino.mode & 0xFFFF, 0, size, i_u, ino.w_index,
-                                  ino.uid, ino.gid, ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, nlink))
-        if xattr_size:
-            # The header and shared references: the same few combinations recur for most inodes.
-            key = (ino.w_name_filter, ino.w_shared)
-            head = xattr_heads.get(key)
-            if head is None:
-                head = xattr_heads[key] = _PACK_XATTR_HEADER(ino.w_name_filter, len(ino.w_shared)) + b"".join(
-                    [(in_block + off >> 2).to_bytes(4, "little") for off in ino.w_shared])
-            append(head)
-            if ino.w_unshared:
-                append(ino.w_unshared)
-        if tail:
-            if t == S_IFREG:
-                if ino.content is None:
-                    append(_NULL_CHUNK * (tail // 4))
-                else:
-                    append(ino.content[ino.size - tail:])
-            elif t == S_IFDIR:
-                chunks = ino.w_dir_chunks
-                if chunks is None:
-                    append(_dirent_block(ino.w_entries, 0, len(ino.w_entries)))
-                else:
-                    first, count, _used = chunks[-1]
-                    append(_dirent_block(ino.w_entries, first, count))
-            else:
-                append(ino.payload)
-        if len(batch) >= 8192:
-            data = b"".join(batch)
-            pos += len(data)
-            yield data
-            del batch[:]
-    data = b"".join(batch)
-    pos += len(data)
-    if pos > inodes_end:
-        raise AssertionError("inodes end at %d, past the %d planned" % (pos, inodes_end))
-    yield data + _ZEROS[:inodes_end - pos] + shared_table + bytes(data_start - inodes_end - len(shared_table))
+    yield plan.inodes
+    plan.inodes = None
+    yield shared_table + bytes(data_start - inodes_end - len(shared_table))
 
     batch = []
     batch_size = 0
     written = 0
-    for ino in plan.with_blocks:
+    for ino, _at, _packed in plan.with_blocks:
         blocks = _data_blocks(ino)
         if len(blocks) != ino.w_n_blocks:
             raise AssertionError("data block count mismatch for %r" % (ino.path,))
@@ -978,8 +984,8 @@ def _emit(plan):
     if written != plan.n_data_blocks:
         raise AssertionError("data blocks written %d, expected %d" % (written, plan.n_data_blocks))
     # Directories refer to themselves ("."), their parent (".." and .parent): break
-    # those cycles, so that the copy is freed by reference counting as soon as it is
-    # dropped instead of by a pass of the cyclic garbage collector over every inode.
+    # those cycles, so that the inodes are freed by reference counting as soon as they
+    # are dropped instead of by a pass of the cyclic garbage collector over every inode.
     for ino in order:
         ino.w_entries = None
 
