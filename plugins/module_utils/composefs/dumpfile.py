@@ -293,9 +293,11 @@ class _Parser:
                 raise self.fail(lineno, "Invalid empty path")
 
             mode_text = parts[2]
-            is_hardlink = mode_text[:1] == b"@"
-            if is_hardlink:
-                mode_text = mode_text[1:]
+            is_hardlink = False
+            if not mode_text.isdigit():
+                is_hardlink = mode_text[:1] == b"@"
+                if is_hardlink:
+                    mode_text = mode_text[1:]
             if mode_text.isdigit() and len(mode_text) <= 21:
                 try:
                     mode = int(mode_text, 8)
@@ -342,7 +344,8 @@ class _Parser:
                 # No number can be wrong here, so the node goes in now (add_node() inline when
                 # its parent is known); elsewhere a wrong path is reported before a wrong number.
                 slash = path.rfind(b"/")
-                parent = dirs.get(path[:slash]) if slash >= 0 and path[:1] == b"/" else None
+                # (a key of dirs is "" or starts with "/": a parent found means path starts with "/")
+                parent = dirs.get(path[:slash]) if slash >= 0 else None
                 name = path[slash + 1:]
                 if (parent is not None and name and name != b"." and name != b".." and len(name) <= MAX_NAME_LENGTH
                         and name not in parent.children):
