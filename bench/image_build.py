@@ -19,6 +19,7 @@ from common import TOP, best_of, report, run
 from ansible_collections.composefs.fleet.plugins.module_utils.composefs import build
 
 ORACLE = os.path.join(TOP, ".cache", "oracle", "bin", "mkcomposefs")
+UPSTREAM_ASSETS = os.path.join(TOP, ".cache", "oracle", "assets")
 VECTORS = os.path.join(os.environ.get("COMPOSEFS_FLEET_TEST_VECTORS")
                        or os.path.join(os.path.dirname(TOP), "shared", "test-vectors"), "composefs")
 
@@ -65,8 +66,11 @@ def bench_dumpfile(results, names=DUMPFILE_ASSETS):
     for name in names:
         asset = os.path.join(VECTORS, name)
         if not os.path.exists(asset):
-            # Upstream's tests/assets (composefs 1.0.8); ../shared/test-vectors may lack the larger one.
-            print("%-44s MISSING: %s (composefs tests/assets)" % ("dumpfile -> image (%s)" % name, asset), flush=True)
+            # ../shared/test-vectors lacks the larger one: upstream's tests/assets, which
+            # scripts/fetch-oracle.sh unpacks from the composefs source package.
+            asset = os.path.join(UPSTREAM_ASSETS, name)
+        if not os.path.exists(asset):
+            print("%-44s MISSING: %s (run scripts/fetch-oracle.sh)" % ("dumpfile -> image (%s)" % name, asset), flush=True)
             results.append({"name": "dumpfile -> image (%s)" % name, "missing": asset})
             continue
         with tempfile.TemporaryDirectory(prefix="cfsf-bench-") as d:

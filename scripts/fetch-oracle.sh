@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Fetch mkcomposefs 1.0.x (the reference tool, "the oracle") from Debian forky and
-# unpack it, with the glibc and libssl it needs, into .cache/oracle/ (git-ignored).
+# unpack it, with the glibc and libssl it needs, into .cache/oracle/ (git-ignored);
+# and upstream's test assets (tests/assets of the same source package: dumpfiles and
+# their expected image checksums) into .cache/oracle/assets/, for the benchmarks and
+# the upstream-asset tests beyond ../shared/test-vectors.
 # Nothing is installed on the host: .cache/oracle/bin/mkcomposefs (and
 # composefs-info, mount.composefs) are wrappers that run the unpacked binaries
 # through the unpacked dynamic loader. See docs/image.md ("The oracle").
@@ -13,9 +16,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cache="$top/.cache/oracle"
 suite=${COMPOSEFS_FLEET_ORACLE_SUITE:-forky}
 packages=(composefs libcomposefs1 libc6 libssl3t64)
-stamp_want=$(printf '%s\n' "$suite" "${packages[*]}" | sha256sum | cut -d' ' -f1)
+stamp_want=$(printf '%s\n' "$suite" "${packages[*]}" assets | sha256sum | cut -d' ' -f1)
 
-if [ -x "$cache/bin/mkcomposefs" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp_want" ]; then
+if [ -x "$cache/bin/mkcomposefs" ] && [ -d "$cache/assets" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp_want" ]; then
   exit 0
 fi
 for c in apt-get dpkg-deb sha256sum flock; do
@@ -27,7 +30,7 @@ flock 9
 tmp=$(mktemp -d "$cache/tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-private_apt_setup "$cache/apt" "$suite"
+private_apt_setup "$cache/apt" "$suite" http://deb.debian.org/debian with-sources
 echo "$prog: apt-get update ($suite, private state in ${cache#"$top"/}/apt)"
 private_apt_update || die "apt-get update of $suite failed (network, mirror or signature problem; see above)"
 echo "$prog: downloading ${packages[*]}"
@@ -52,11 +55,18 @@ WRAP
   chmod 0755 "$tmp/bin/$tool"
 done
 version=$(dpkg-deb -f "$tmp"/debs/composefs_*.deb Version)
-rm -rf "${cache:?}/root" "${cache:?}/bin"
+echo "$prog: downloading the composefs $version source package (for upstream's tests/assets)"
+private_apt_source "$tmp/src" "composefs=$version" || die "apt-get source composefs=$version failed"
+mkdir -p "$tmp/assets"
+tar -xf "$tmp"/src/composefs_*.orig.tar.* -C "$tmp/assets" --strip-components=3 --wildcards '*/tests/assets/*' \
+  || die "no tests/assets in the composefs source tarball"
+[ -s "$tmp/assets/cs9-x86_64-developer.dump.gz" ] || die "tests/assets/cs9-x86_64-developer.dump.gz missing from the source"
+rm -rf "${cache:?}/root" "${cache:?}/bin" "${cache:?}/assets"
 # the package lists are only needed to download; keep the cache small
 rm -rf "${cache:?}/apt/lists" "${cache:?}/apt/cache"
 mv "$root" "$cache/root"
 mv "$tmp/bin" "$cache/bin"
+mv "$tmp/assets" "$cache/assets"
 printf "/ 0 40755 2 0 0 0 0.0 - - -\n" >"$tmp/probe.dump"
 "$cache/bin/mkcomposefs" --from-file --print-digest-only "$tmp/probe.dump" >/dev/null || die "the unpacked mkcomposefs does not run"
 echo "$version" >"$cache/version"

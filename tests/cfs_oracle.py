@@ -8,6 +8,8 @@ import subprocess
 from support import TOP
 
 BIN = os.path.join(TOP, ".cache", "oracle", "bin")
+# Upstream's tests/assets from the same source package (dumpfiles and the sha256 of their images).
+ASSETS = os.path.join(TOP, ".cache", "oracle", "assets")
 MKCOMPOSEFS = os.path.join(BIN, "mkcomposefs")
 COMPOSEFS_INFO = os.path.join(BIN, "composefs-info")
 

@@ -2,16 +2,21 @@
 # Private apt state for downloading packages of another Debian suite without
 # touching the host's apt configuration or package state. Source this file,
 # then: private_apt_setup DIR SUITE [MIRROR]; private_apt_update; private_apt_download DEST PKG...
+# (private_apt_setup DIR SUITE MIRROR with-sources also indexes the source packages, for
+# private_apt_source DEST PKG).
 # Signature checking stays on: InRelease must verify against the Debian archive keyring.
 
 PRIVATE_APT_KEYRING=${PRIVATE_APT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
 private_apt_opts=()
 
 private_apt_setup() {
-  local dir=$1 suite=$2 mirror=${3:-http://deb.debian.org/debian}
+  local dir=$1 suite=$2 mirror=${3:-http://deb.debian.org/debian} sources=${4:-}
   mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" \
     "$dir/empty/sources.list.d" "$dir/empty/preferences.d" "$dir/empty/trusted.gpg.d"
   echo "deb [signed-by=$PRIVATE_APT_KEYRING] $mirror $suite main" >"$dir/sources.list"
+  if [ "$sources" = with-sources ]; then
+    echo "deb-src [signed-by=$PRIVATE_APT_KEYRING] $mirror $suite main" >>"$dir/sources.list"
+  fi
   : >"$dir/status"
   private_apt_opts=(
     -o "Dir::Etc::SourceList=$dir/sources.list"
@@ -49,4 +54,12 @@ private_apt_download() {
   shift
   mkdir -p "$dest"
   (cd "$dest" && apt-get "${private_apt_opts[@]}" -q download "$@") >&2
+}
+
+# private_apt_source DEST PKG: the source package's files (.dsc, tarballs; checked by apt
+# against the signed Sources index) into DEST, not unpacked.
+private_apt_source() {
+  local dest=$1 pkg=$2
+  mkdir -p "$dest"
+  (cd "$dest" && apt-get "${private_apt_opts[@]}" -q source --download-only "$pkg") >&2
 }
