@@ -92,6 +92,9 @@ _NULL_CHUNK = b"\xff\xff\xff\xff"
 # The largest file fmt.chunking() gives one chunk: 2**31 blocks.
 _ONE_CHUNK_MAX = 1 << (fmt.EROFS_BLKSIZ_BITS + fmt.EROFS_CHUNK_FORMAT_BLKBITS_MASK)
 _ZEROS = bytes(BLK)
+_BLK_BITS = fmt.EROFS_BLKSIZ_BITS
+_SLOT_ROUND = SLOT - 1
+_SLOT_MASK = ~(SLOT - 1)
 _PADS = [bytes(n) for n in range(SLOT)]
 _PACK_COMPACT = fmt.INODE_COMPACT.pack
 _PACK_EXTENDED = fmt.INODE_EXTENDED.pack
@@ -677,13 +680,14 @@ def _lay_out(order, offsets, min_sec, min_nsec):
             unshared = []
             name_filter = 0
             xattr_size = XATTR_HEADER_SIZE
+            few = len(items) <= limit  # then every shared one can be referenced
             for item in items:
                 key = item[0]
                 info = infos.get(key)
                 if info is None:
                     info = infos[key] = _key_info(key)
                 off = offsets_get(item)
-                if off is not None and len(shared) < limit:
+                if off is not None and (few or len(shared) < limit):
                     shared.append(off)
                     xattr_size += 4
                 else:
@@ -724,11 +728,11 @@ def _lay_out(order, offsets, min_sec, min_nsec):
                 if size <= _ONE_CHUNK_MAX:
                     # fmt.chunking() of a file that fits one chunk: the smallest power of 2 >= size
                     chunkbits = (size - 1).bit_length()
-                    chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS if chunkbits > fmt.EROFS_BLKSIZ_BITS else 0
+                    chunk_format = chunkbits - _BLK_BITS if chunkbits > _BLK_BITS else 0
                     tail = 4
                 else:
                     chunkbits, count = fmt.chunking(size)
-                    chunk_format = chunkbits - fmt.EROFS_BLKSIZ_BITS
+                    chunk_format = chunkbits - _BLK_BITS
                     tail = 4 * count
         elif t == S_IFDIR:
             nlink = ino.w_nlink
@@ -759,7 +763,7 @@ def _lay_out(order, offsets, min_sec, min_nsec):
                    and gid <= 0xFFFF and size <= 0xFFFFFFFF)
         inode_size = 32 if compact else 64
 
-        aligned = (pos + SLOT - 1) & ~(SLOT - 1)
+        aligned = (pos + _SLOT_ROUND) & _SLOT_MASK
         ipad = aligned - pos
         pos = aligned
 
@@ -832,7 +836,7 @@ def _lay_out(order, offsets, min_sec, min_nsec):
         if tail:
             if t == S_IFREG:
                 if chunk_format is not None:
-                    append(_NULL_CHUNK * (tail // 4))
+                    append(_NULL_CHUNK if tail == 4 else _NULL_CHUNK * (tail // 4))
                 else:
                     append(ino.content[size - tail:])
             elif t == S_IFDIR:
