@@ -215,6 +215,7 @@ class _Parser:
             if self.root is not None:
                 raise self.fail(lineno, "Can't have multiple roots", path)
             self.root = node
+            node.parent = node.name = None
             node.children = {}
             self.dirs[b""] = node
             return
@@ -279,12 +280,13 @@ class _Parser:
                 if nul >= 0:
                     raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
             parts = line.split(b" ", 11)
-            if len(parts) == 12:
+            count = len(parts)
+            if count == 12:
                 rest = parts[11]
             else:
                 rest = b""
-                if len(parts) < 11:
-                    parts.extend([b""] * (11 - len(parts)))
+                if count < 11:
+                    parts.extend([b""] * (11 - count))
 
             path = parts[0]
             if path.find(b"\\") >= 0:
@@ -294,11 +296,12 @@ class _Parser:
 
             mode_text = parts[2]
             is_hardlink = False
-            if not mode_text.isdigit():
-                is_hardlink = mode_text[:1] == b"@"
-                if is_hardlink:
-                    mode_text = mode_text[1:]
-            if mode_text.isdigit() and len(mode_text) <= 21:
+            plain = mode_text.isdigit()
+            if not plain and mode_text[:1] == b"@":
+                is_hardlink = True
+                mode_text = mode_text[1:]
+                plain = mode_text.isdigit()
+            if plain and len(mode_text) <= 21:
                 try:
                     mode = int(mode_text, 8)
                 except ValueError:
@@ -316,8 +319,7 @@ class _Parser:
             node.mode = mode
             node.payload = node.content = node.digest = node.link_to = None
             node.xattrs = {}
-            node.parent = node.name = None
-            node.lineno = lineno
+            node.lineno = lineno  # (parent and name: set when the node is added)
             if is_hardlink:
                 node.nlink = 1
                 node.uid = node.gid = node.rdev = node.size = node.mtime_sec = node.mtime_nsec = 0
