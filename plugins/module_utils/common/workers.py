@@ -64,18 +64,32 @@ class ForkedWorkerError(RuntimeError):
     """A forked worker died or sent back something unreadable."""
 
 
-def _share(work, count, index, workers, chunk):
-    """``work``'s results for the chunks numbered ``index``, ``index + workers``, ...: one list per chunk."""
-    return [work(start, min(start + chunk, count)) for start in range(index * chunk, count, workers * chunk)]
+# Chunk numbers wait in a pipe; each process takes the next one with a read of 4 bytes
+# (pipe reads of at most PIPE_BUF bytes are atomic), so a process that got easier files
+# simply takes more: everyone finishes at about the same time.
+_TICKET = 4
+_PIPE_CAPACITY = 1 << 16  # Linux's default pipe buffer: the tickets are written before any read
 
 
-def _child(work, count, index, workers, chunk, parent, write_fd):
-    """In a forked worker: do this share, send it back as one pickle, and leave without cleanup."""
+def _take_tickets(work, count, chunk, tickets):
+    """``work``'s results for every chunk this process takes from the ``tickets`` pipe: {number: results}."""
+    done = {}
+    while True:
+        ticket = os.read(tickets, _TICKET)
+        if not ticket:
+            return done
+        number = int.from_bytes(ticket, "little")
+        start = number * chunk
+        done[number] = work(start, min(start + chunk, count))
+
+
+def _child(work, count, chunk, tickets, parent, write_fd):
+    """In a forked worker: take chunks, send the results back as one pickle, and leave without cleanup."""
     status = 0
     try:
         die_with_parent(parent)
         try:
-            payload = pickle.dumps((True, _share(work, count, index, workers, chunk)), pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((True, _take_tickets(work, count, chunk, tickets)), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised in the parent
             try:
                 payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
@@ -102,25 +116,31 @@ def _read_all(fd):
 def split_among_forks(work, count, workers, chunk=64):
     """``work(start, stop)`` (a list of results for items ``start:stop``) over ``count`` items, in order.
 
-    This process and ``workers - 1`` forked children share the items, interleaved by
-    chunks. The children inherit ``work`` and its data, so nothing is pickled on the way
-    in, and each sends its results back as one pickle; this process hashes its own share
-    meanwhile instead of waiting on a pool. Children die with this process; an exception
-    in a child is raised here.
+    This process and ``workers - 1`` forked children share the items by chunks, each
+    taking the next chunk when it is done with one. The children inherit ``work`` and
+    its data, so nothing is pickled on the way in, and each sends its results back as one
+    pickle; this process works meanwhile instead of waiting on a pool. Children die with
+    this process; an exception in a child is raised here.
     """
+    chunk = max(chunk, -(-count // (_PIPE_CAPACITY // _TICKET)))  # every ticket fits in the pipe
+    numbers = (count + chunk - 1) // chunk
     parent = os.getpid()
     children = []  # (pid, read fd)
     finished = False
+    tickets, fill = os.pipe()
     try:
-        for index in range(1, workers):
+        os.write(fill, b"".join(number.to_bytes(_TICKET, "little") for number in range(numbers)))
+        os.close(fill)
+        fill = None
+        for _index in range(1, workers):
             read_fd, write_fd = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(read_fd)
-                _child(work, count, index, workers, chunk, parent, write_fd)
+                _child(work, count, chunk, tickets, parent, write_fd)
             os.close(write_fd)
             children.append((pid, read_fd))
-        shares = [_share(work, count, 0, workers, chunk)]
+        done = _take_tickets(work, count, chunk, tickets)
         for pid, read_fd in children:
             data = _read_all(read_fd)
             try:
@@ -129,15 +149,20 @@ def split_among_forks(work, count, workers, chunk=64):
                 raise ForkedWorkerError("a worker process (pid %d) died before it sent its results" % pid) from None
             if not ok:
                 raise share
-            shares.append(share)
+            done.update(share)
         finished = True
     finally:
+        os.close(tickets)
+        if fill is not None:
+            os.close(fill)
         for pid, read_fd in children:
             os.close(read_fd)
             if not finished:
                 os.kill(pid, signal.SIGKILL)  # leaving early: the rest of its work is not wanted
             os.waitpid(pid, 0)
+    if len(done) != numbers:
+        raise ForkedWorkerError("%d of %d chunks came back from the workers" % (len(done), numbers))
     out = []
-    for number in range((count + chunk - 1) // chunk):
-        out.extend(shares[number % workers][number // workers])
+    for number in range(numbers):
+        out.extend(done[number])
     return out

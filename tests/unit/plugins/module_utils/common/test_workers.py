@@ -1,5 +1,10 @@
-"""split_among_forks: work shared between this process and forked children, results in order."""
+"""split_among_forks: work shared between this process and forked children, results in order.
+
+Who takes which chunk depends on who is free first; where a test needs a child to take
+some, this process waits (at most a minute) for a marker file the child writes.
+"""
 import os
+import time
 
 import pytest
 
@@ -11,35 +16,67 @@ def _no_children_left():
         os.waitpid(-1, os.WNOHANG)
 
 
+def _wait_for(path):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "no child took a chunk within a minute"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("count,workers,chunk", [(0, 2, 4), (1, 2, 4), (10, 2, 4), (1001, 3, 7), (64, 4, 64), (5, 1, 2)])
-def test_results_in_order_whoever_computed_them(count, workers, chunk):
-    out = split_among_forks(lambda start, stop: [(i, os.getpid()) for i in range(start, stop)], count, workers, chunk)
+def test_results_in_order_whoever_computed_them(count, workers, chunk, tmp_path):
+    parent = os.getpid()
+    marker = str(tmp_path / "child")
+
+    def work(start, stop):
+        if os.getpid() != parent:
+            open(marker, "w").close()
+        elif start > 0 and (count + chunk - 1) // chunk > 1 and workers > 1:
+            _wait_for(marker)  # leave a chunk to a child
+        return [(i, os.getpid()) for i in range(start, stop)]
+
+    out = split_among_forks(work, count, workers, chunk)
     assert [i for i, _pid in out] == list(range(count))
     pids = set(pid for _i, pid in out)
-    # this process did its share; the others came from children
-    assert (os.getpid() in pids) == (count > 0) and len(pids) == min(workers, (count + chunk - 1) // chunk)
+    assert (parent in pids) == (count > 0)  # this process takes the first chunk
+    if count > chunk and workers > 1:
+        assert len(pids) > 1  # and a child some
     _no_children_left()
 
 
-def test_an_exception_in_a_child_is_raised_here():
+def test_many_items_use_larger_chunks_so_every_ticket_fits_the_pipe():
+    out = split_among_forks(lambda start, stop: list(range(start, stop)), 2000000, 2, 4)
+    assert out == list(range(2000000))
+    _no_children_left()
+
+
+def test_an_exception_in_a_child_is_raised_here(tmp_path):
     parent = os.getpid()
+    marker = str(tmp_path / "raised")
 
     def work(start, stop):
         if os.getpid() != parent and start >= 8:
-            raise ValueError("bad item %d" % start)  # its chunks start at 4, 12, 20, ...
+            open(marker, "w").close()
+            raise ValueError("bad item %d" % start)
+        if os.getpid() == parent and start >= 8:
+            _wait_for(marker)  # the child gets to a chunk from 8 on
         return list(range(start, stop))
 
-    with pytest.raises(ValueError, match="bad item 12"):
+    with pytest.raises(ValueError, match=r"bad item \d+"):
         split_among_forks(work, 40, 2, 4)
     _no_children_left()
 
 
-def test_a_child_that_dies_is_reported():
+def test_a_child_that_dies_is_reported(tmp_path):
     parent = os.getpid()
+    marker = str(tmp_path / "died")
 
     def work(start, stop):
         if os.getpid() != parent:
+            open(marker, "w").close()
             os._exit(3)
+        if start > 0:
+            _wait_for(marker)
         return list(range(start, stop))
 
     with pytest.raises(ForkedWorkerError, match="died before it sent its results"):
