@@ -71,13 +71,10 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 
 # Scratch space of the image writer (erofs.writer), which lays a tree's nodes out in
 # place instead of copying each one: the final nlink of a directory, the sorted
-# xattrs, the entries, the number and place of the inode. Only the writer sets and
-# reads them, while it writes an image; they are not part of the tree.
-WRITER_SLOTS = (
-    "w_nlink", "w_items", "w_entries", "w_dir_chunks", "w_index", "w_nid", "w_compact", "w_ipad",
-    "w_n_blocks", "w_tailsize", "w_shared", "w_unshared", "w_xattr_size", "w_name_filter", "w_blkaddr",
-    "w_ftype", "w_chunk_format",
-)
+# xattrs, the entries and their blocks, the place and type of the inode (for the
+# entries that name it), its data blocks. Only the writer sets and reads them, while
+# it writes an image; they are not part of the tree.
+WRITER_SLOTS = ("w_nlink", "w_items", "w_entries", "w_dir_chunks", "w_nid", "w_ftype", "w_n_blocks")
 
 
 def xattr_space(xattrs):

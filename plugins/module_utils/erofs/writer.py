@@ -435,7 +435,6 @@ def _prepare_in_order(tree, min_version, max_version):
     index = 0
     while index < len(order):  # breadth-first: the loop appends to order
         ino = order[index]
-        ino.w_index = index
         index += 1
         ino.w_items = sorted(ino.xattrs.items()) if ino.xattrs else None
         entries = ino.w_entries
@@ -861,7 +860,6 @@ def _fill_in(plan, parts, inline_dirs, heads):
             i_u |= current & 0xFFFF0000
         else:
             i_u = current
-        ino.w_blkaddr = current
         current += ino.w_n_blocks
         if compact:
             parts[at] = _PACK_COMPACT(i_format, icount, mode, nlink, size, 0, i_u, index, ino.uid, ino.gid, 0)
