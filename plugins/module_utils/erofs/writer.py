@@ -664,7 +664,7 @@ def _lay_out(order, offsets, min_sec, min_nsec):
     n_data_blocks = 0
     with_blocks = []  # (inode, index of its inode bytes in parts, what to pack them from)
     inline_dirs = []  # (index in parts, inode) of the directories whose last entries are inline
-    heads = {}  # (name filter, shared references) -> indexes in parts of that xattr header
+    heads = {}  # (name filter, shared references) -> that xattr header, a bytearray in parts
     file_types = _FILE_TYPES
     limit = fmt.EROFS_XATTR_LONG_PREFIX
     infos = {}  # key -> _key_info(key), without the function call per xattr
@@ -821,13 +821,12 @@ def _lay_out(order, offsets, min_sec, min_nsec):
         if xattr_size:
             name_filter = filter_default & ~name_filter
             if shared:
+                # The same bytearray wherever this header recurs: filled in once, at the end.
                 key = (name_filter, tuple(shared))
-                at = heads.get(key)
-                if at is None:
-                    heads[key] = [len(parts)]
-                else:
-                    at.append(len(parts))
-                append(None)
+                head = heads.get(key)
+                if head is None:
+                    head = heads[key] = bytearray()
+                append(head)
             else:
                 append(_PACK_XATTR_HEADER(name_filter, 0))
             if unshared:
@@ -867,11 +866,9 @@ def _fill_in(plan, parts, inline_dirs, heads):
             parts[at] = _PACK_EXTENDED(i_format | _EXTENDED, icount, mode, 0, size, i_u, index, ino.uid, ino.gid,
                                        ino.mtime_sec & 0xFFFFFFFFFFFFFFFF, ino.mtime_nsec, nlink)
     in_block = plan.inodes_end % BLK
-    for (name_filter, shared), indexes in heads.items():
-        head = _PACK_XATTR_HEADER(name_filter, len(shared)) + b"".join(
+    for (name_filter, shared), head in heads.items():
+        head += _PACK_XATTR_HEADER(name_filter, len(shared)) + b"".join(
             [(in_block + off >> 2).to_bytes(4, "little") for off in shared])
-        for at in indexes:
-            parts[at] = head
     for at, ino in inline_dirs:
         entries = ino.w_entries
         chunks = ino.w_dir_chunks
