@@ -182,12 +182,40 @@ _HEX_DIGEST_RE = re.compile(rb"[0-9a-fA-F]{64}")
 # --- parsing -------------------------------------------------------------------
 
 
+class _EveryLine:
+    """What ``escaped_lines`` is when nobody looked: every line may hold an escape."""
+
+    def __contains__(self, lineno):
+        return True
+
+
+_EVERY_LINE = _EveryLine()
+
+
+def _lines_with(data, byte):
+    """The numbers (from 1) of the lines of ``data`` that contain ``byte``: one search of the whole input."""
+    found = set()
+    line = 1
+    counted = 0
+    pos = data.find(byte)
+    while pos >= 0:
+        line += data.count(b"\n", counted, pos)
+        counted = pos
+        found.add(line)
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        pos = data.find(byte, end)
+    return found
+
+
 class _Parser:
     def __init__(self, strict):
         self.strict = strict
         self.root = None
         self.fixups = []  # (node, target path or None, line number)
         self.may_have_nul = True  # each line is searched for a NUL unless the whole input has none
+        self.escaped_lines = _EVERY_LINE  # numbers of the lines whose fields may hold escapes
         self.dirs = {}  # normalised path -> directory node, to find parents fast
 
     def fail(self, lineno, problem, path=None):
@@ -270,6 +298,7 @@ class _Parser:
         """Parse ``lines``, the first being line ``lineno`` (one loop: no call per line)."""
         strict = self.strict
         may_have_nul = self.may_have_nul
+        escaped_lines = self.escaped_lines
         dirs = self.dirs
         new_node = Node.__new__
         lineno -= 1
@@ -289,7 +318,8 @@ class _Parser:
                     parts.extend([b""] * (11 - count))
 
             path = parts[0]
-            if path.find(b"\\") >= 0:
+            escaped = lineno in escaped_lines
+            if escaped and path.find(b"\\") >= 0:
                 path = _cstr(self.field(parts, 0, lineno))
             if not path:
                 raise self.fail(lineno, "Invalid empty path")
@@ -384,20 +414,20 @@ class _Parser:
             payload = parts[8]
             if payload == b"-":
                 payload = None
-            elif payload.find(b"\\") >= 0:
+            elif escaped and payload.find(b"\\") >= 0:
                 payload = _cstr(self.field(parts, 8, lineno))
             content = parts[9]
             if content == b"-":
                 content = None
             else:
-                if content.find(b"\\") >= 0:
+                if escaped and content.find(b"\\") >= 0:
                     content = self.field(parts, 9, lineno)
                 if len(content) != size:
                     raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
             digest = parts[10]
             if digest == b"-":
                 digest = None
-            elif digest.find(b"\\") >= 0:
+            elif escaped and digest.find(b"\\") >= 0:
                 digest = self.field(parts, 10, lineno)
 
             node.size = size  # a symlink's is its target's length, set below
@@ -551,6 +581,7 @@ def parse(src, strict=False):
     partial = lines.pop()  # after the last newline: empty when the file ends with one
     parser = _Parser(strict)
     parser.may_have_nul = data.find(b"\0") >= 0
+    parser.escaped_lines = _lines_with(data, b"\\")
     with paused_gc():
         parser.lines(lines, 1)
         if partial:

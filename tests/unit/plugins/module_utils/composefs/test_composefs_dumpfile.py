@@ -391,3 +391,20 @@ def test_write_to_file_object_and_escaping():
         b"/\\xff\\x20sp 5000 100644 1 0 0 0 0.0 \\x2d - " + b"0" * 64,
     ]
     assert dumpfile.loads(text).to_dumpfile() == text
+
+
+def test_lines_with_a_backslash_are_found_in_one_search():
+    data = b"a\\\nb\nc\\d\\e\n\nf\ng\\"
+    assert dumpfile._lines_with(data, b"\\") == {1, 3, 6}
+    assert dumpfile._lines_with(b"no escapes\nhere\n", b"\\") == set()
+
+
+def test_escapes_on_any_line_are_decoded_and_others_left_alone():
+    text = (b"/ 0 40755 2 0 0 0 0.0 - - -\n"
+            b"/a\\x20b 3 100644 1 0 0 0 0.0 - x\\x2dy -\n"
+            b"/plain 2 100644 1 0 0 0 0.0 - ab -\n"
+            b"/l 3 120777 1 0 0 0 0.0 t\\\\u - -")  # the last line has no newline
+    tree = dumpfile.loads(text)
+    assert tree.lookup(b"/a b").content == b"x-y"
+    assert tree.lookup(b"/plain").content == b"ab"
+    assert tree.lookup(b"/l").payload == b"t\\u"
