@@ -310,21 +310,21 @@ class _Parser:
                     raise self.fail(lineno, "Invalid embedded NUL character at position %d" % nul)
             parts = line.split(b" ", 11)
             count = len(parts)
-            if count == 12:
-                rest = parts[11]
+            if count == 11:
+                rest = b""
+            elif count == 12:
+                rest = parts.pop()
             else:
                 rest = b""
-                if count < 11:
-                    parts.extend([b""] * (11 - count))
-
-            path = parts[0]
+                parts.extend([b""] * (11 - count))
+            (path, size_text, mode_text, nlink_text, uid_text, gid_text, rdev_text, mtime_text,
+             payload, content, digest) = parts
             escaped = lineno in escaped_lines
             if escaped and path.find(b"\\") >= 0:
                 path = _cstr(self.field(parts, 0, lineno))
             if not path:
                 raise self.fail(lineno, "Invalid empty path")
 
-            mode_text = parts[2]
             is_hardlink = False
             plain = mode_text.isdigit()
             if not plain and mode_text[:1] == b"@":
@@ -362,8 +362,7 @@ class _Parser:
                 continue
             node.children = {} if ftype == S_IFDIR else None
 
-            size_text, nlink_text, uid_text, gid_text, rdev_text = parts[1], parts[3], parts[4], parts[5], parts[6]
-            sec_text, dot, nsec_text = parts[7].partition(b".")
+            sec_text, dot, nsec_text = mtime_text.partition(b".")
             if (size_text.isdigit() and nlink_text.isdigit() and uid_text.isdigit() and gid_text.isdigit()
                     and rdev_text.isdigit() and sec_text.isdigit() and nsec_text.isdigit()):
                 # Plain decimal numbers, the common case: what _strtoull gives, without its checks.
@@ -411,12 +410,10 @@ class _Parser:
                     bad = sec_text if mtime_sec is None else nsec_text
                     raise self.fail(lineno, "Invalid integer %s in MTIME field" % _show(bad), path)
 
-            payload = parts[8]
             if payload == b"-":
                 payload = None
             elif escaped and payload.find(b"\\") >= 0:
                 payload = _cstr(self.field(parts, 8, lineno))
-            content = parts[9]
             if content == b"-":
                 content = None
             else:
@@ -424,7 +421,6 @@ class _Parser:
                     content = self.field(parts, 9, lineno)
                 if len(content) != size:
                     raise self.fail(lineno, "Invalid content size %d, must match size %d" % (len(content), size), path)
-            digest = parts[10]
             if digest == b"-":
                 digest = None
             elif escaped and digest.find(b"\\") >= 0:
