@@ -94,6 +94,7 @@ def tree_objects(tree, src=None, warnings=None):
     objects = {}
     inlined = 0
     odd = 0
+    payloads = []  # checked all at once at the end: none may lead out of the store
     is_object_path = _OBJECT_PAYLOAD.match
     stack = [tree.root]
     while stack:
@@ -117,11 +118,14 @@ def tree_objects(tree, src=None, warnings=None):
             else:
                 return _tree_objects_in_order(tree, src, warnings)
             if payload:
-                if not isinstance(payload, bytes) or payload[:1] == b"/" or (payload.find(b"..") >= 0 and b".." in payload.split(b"/")):
-                    return _tree_objects_in_order(tree, src, warnings)
+                payloads.append(payload)
                 # (65 bytes, or 66 with the newline the pattern's $ lets through)
-                name = (payload.decode("ascii").replace("/", "")
-                        if 65 <= len(payload) <= 66 and is_object_path(payload) else None)
+                name = None
+                if 65 <= len(payload) <= 66:
+                    if not isinstance(payload, bytes):
+                        return _tree_objects_in_order(tree, src, warnings)
+                    if is_object_path(payload):
+                        name = payload.decode("ascii").replace("/", "")
                 if name is None or (own is not None and name != own):
                     odd += 1
                 if name is None:
@@ -130,9 +134,25 @@ def tree_objects(tree, src=None, warnings=None):
                 name = own
             if name is not None:
                 objects[name] = None
+    if payloads and not _stay_in_store(payloads):
+        return _tree_objects_in_order(tree, src, warnings)  # it says which file
     if odd and warnings is not None:
         warnings.append(_odd_warning(odd, itertools.islice(_odd_payloads(tree), 3)))
     return objects, inlined
+
+
+def _stay_in_store(payloads):
+    """Whether no payload (bytes, none empty) is absolute or has a '..' component: one search over them all."""
+    try:
+        joined = b"\0".join(payloads)
+    except TypeError:
+        return False  # not all bytes
+    if joined[:1] != b"/" and joined.find(b"\0/") < 0 and joined.find(b"..") < 0:
+        return True
+    for payload in payloads:
+        if payload[:1] == b"/" or b".." in payload.split(b"/"):
+            return False
+    return True
 
 
 def _odd_payloads(tree):
