@@ -1,4 +1,5 @@
 """Shared bits of the benchmarks: timing, the table format, the collection on sys.path, the SSH test fleet."""
+import gc
 import importlib.util
 import os
 import re
@@ -39,6 +40,7 @@ def best_of(fn, repeat=3):
     """The fastest of ``repeat`` runs of ``fn()`` as a :class:`Timing` (least wall, least CPU), and the last result."""
     best, best_cpu, result = None, None, None
     for _attempt in range(repeat):
+        gc.collect()  # untimed: no run pays for the garbage of the one before
         cpu = cpu_seconds()
         start = time.perf_counter()
         result = fn()
@@ -47,6 +49,25 @@ def best_of(fn, repeat=3):
         best = took if best is None else min(best, took)
         best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
     return Timing(best, best_cpu), result
+
+
+def best_of_each(theirs, ours, repeat=3):
+    """:func:`best_of` for two sides run in turn (theirs, ours, theirs, ...): a slow spell of the machine hits both.
+
+    Returns ((their Timing, their last result), (our Timing, our last result)).
+    """
+    best = [[None, None, None], [None, None, None]]  # wall, cpu, result per side
+    for _attempt in range(repeat):
+        for side, fn in enumerate((theirs, ours)):
+            gc.collect()  # untimed: no run pays for the garbage of the one before
+            cpu = cpu_seconds()
+            start = time.perf_counter()
+            result = fn()
+            took = time.perf_counter() - start
+            cpu = cpu_seconds() - cpu
+            wall0, cpu0, _result = best[side]
+            best[side] = [took if wall0 is None else min(wall0, took), cpu if cpu0 is None else min(cpu0, cpu), result]
+    return tuple((Timing(wall, cpu), result) for wall, cpu, result in best)
 
 
 def run(argv, **kw):
