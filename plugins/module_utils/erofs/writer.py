@@ -684,21 +684,23 @@ def _lay_out(order, offsets, min_sec, min_nsec):
                 key = item[0]
                 info = infos.get(key)
                 if info is None:
-                    info = infos[key] = _key_info(key)
+                    # (name index, suffix, filter bit, {value length: (entry head, padding, entry size)})
+                    info = infos[key] = _key_info(key) + ({},)
                 off = offsets_get(item)
                 if off is not None and (few or len(shared) < limit):
                     shared.append(off)
                     xattr_size += 4
                 else:
-                    # _xattr_entry(), inline
+                    # _xattr_entry(), its head and padding made once per name and value length
                     value = item[1]
-                    suffix = info[1]
-                    raw = pack_entry(len(suffix), info[0], len(value)) + suffix + value
-                    pad = -len(raw) & 3
-                    if pad:
-                        raw += _ZEROS[:pad]
-                    unshared.append(raw)
-                    xattr_size += len(raw)
+                    length = len(value)
+                    entry = info[3].get(length)
+                    if entry is None:
+                        head = pack_entry(len(info[1]), info[0], length) + info[1]
+                        pad = -(len(head) + length) & 3
+                        entry = info[3][length] = (head, _ZEROS[:pad], len(head) + length + pad)
+                    unshared.append(entry[0] + value + entry[1])
+                    xattr_size += entry[2]
                 name_filter |= info[2]
             xattr_size = (xattr_size + 3) & ~3
             icount = (xattr_size - XATTR_HEADER_SIZE) // 4 + 1
