@@ -83,12 +83,13 @@ def test_a_child_that_dies_is_reported(tmp_path):
     _no_children_left()
 
 
-def test_an_exception_here_takes_the_children_down():
+def test_an_exception_here_takes_the_children_down(tmp_path):
     parent = os.getpid()
 
     def work(start, stop):
         if os.getpid() == parent:
             raise KeyError("here")
+        _wait_for(str(tmp_path / "never"))  # a child holds its chunk until it is killed
         return list(range(start, stop))
 
     with pytest.raises(KeyError):
