@@ -10,11 +10,9 @@ same gather code decides the facts here, on the controller.
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.composefs.fleet.plugins.module_utils.boot.gather import gather
-from ansible_collections.composefs.fleet.plugins.module_utils.boot.raw import parse_raw, raw_script
+from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
 from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import python_missing
 
 MODULE = "composefs.fleet.boot_facts"
@@ -42,17 +40,6 @@ class ActionModule(ActionBase):
             result.update(module_result)
             return result
         sysroot = args.get("sysroot") or "/sysroot"
-        try:
-            script = raw_script(sysroot, digests=_boolean(args.get("digests", True)))
-        except ValueError as exc:
-            raise AnsibleActionFail(str(exc))
-        raw = self._low_level_execute_command(script, sudoable=True)
-        if raw.get("rc") not in (0, None) and not raw.get("stdout"):
-            raise AnsibleActionFail("boot_facts: no Python on the host, and the raw commands failed: %s"
-                                    % (raw.get("stderr") or raw.get("rc")))
-        src, cmdline, mountinfo, status, complete = parse_raw(raw.get("stdout") or "")
-        facts = gather(src, cmdline, mountinfo, sysroot=sysroot, bootc_status_text=status)
-        if not complete:
-            facts["errors"].append("raw: the output ended early; the facts may be incomplete")
+        facts = read_boot_facts(self._low_level_execute_command, sysroot, digests=_boolean(args.get("digests", True)))
         result.update(changed=False, ansible_facts=dict(composefs_boot=facts))
         return result

@@ -9,7 +9,8 @@ POSIX sh script of plugins/plugin_utils/verity_report.py through the connection 
 (as ansible.builtin.raw does, with become when the task has it) and parses the output
 here on the controller into the same ``composefs`` facts, marked ``source: raw``. One
 task, one result: the host is neither failed nor "ignored". The script only reads, so
-it runs in check mode too.
+it runs in check mode too. With ``boot: true`` the boot facts are read the same way
+(plugin_utils/boot_raw.py, as boot_facts does).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import DEFAULT_PATHS
+from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
 from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import (
     RawOutputError,
     VerityReportError,
@@ -28,9 +30,11 @@ from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report impo
 )
 
 MODULE = "composefs.fleet.verity_facts"
-# The option list of the module; the action needs only these two of them.
+# The option list of the module; the action needs only these of them.
 PATHS_OPTION = "paths"
 RAW_FALLBACK_OPTION = "raw_fallback"
+BOOT_OPTION = "boot"
+BOOT_SYSROOT_OPTION = "boot_sysroot"
 
 
 def _excerpt(text, limit=300):
@@ -86,4 +90,10 @@ class ActionModule(ActionBase):
         # Read-only commands: run in check mode as well, so that check mode sees the same facts.
         run = self._low_level_execute_command(script, sudoable=True)
         result.update(raw_result(run, paths))
+        if not result.get("failed") and boolean(module_args.get(BOOT_OPTION, False), strict=False):
+            try:
+                result["ansible_facts"]["composefs_boot"] = read_boot_facts(
+                    self._low_level_execute_command, module_args.get(BOOT_SYSROOT_OPTION) or "/sysroot")
+            except AnsibleActionFail as exc:
+                result["boot_error"] = str(exc)  # as the module does: the verity facts stand without them
         return result

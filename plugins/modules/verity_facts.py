@@ -50,6 +50,21 @@ options:
       - Not run in check mode; RV(ansible_facts.composefs.probe.note) says so.
     type: bool
     default: false
+  boot:
+    description:
+      - Also read how the host boots composefs (ostree, bootc or neither, the mode, whether verity is enforced, the booted
+        digest) into RV(ansible_facts.composefs_boot), as M(composefs.fleet.boot_facts) does with its defaults: one module
+        run for both, as the C(composefs.fleet.verity_check) role's survey does.
+      - A problem reading them does not fail the task or lose the verity facts; RV(ansible_facts.composefs_boot) is then
+        absent and RV(boot_error) says why. On a host without Python the action plugin reads them with raw commands too.
+    type: bool
+    default: false
+    version_added: 0.2.0
+  boot_sysroot:
+    description: The physical root of the ostree or bootc host, for O(boot).
+    type: path
+    default: /sysroot
+    version_added: 0.2.0
   raw_fallback:
     description:
       - When the module cannot run because the host has no Python interpreter, read the facts with POSIX sh commands -
@@ -111,6 +126,11 @@ EXAMPLES = r"""
   become: true
   register: verity
 
+- name: The verity facts and how the host boots composefs, in one module run
+  composefs.fleet.verity_facts:
+    boot: true
+  become: true
+
 - name: Ask the kernel rather than infer (writes and removes a scratch file in each path)
   composefs.fleet.verity_facts:
     paths: [/srv/composefs]
@@ -119,11 +139,22 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+boot_error:
+  description: Why RV(ansible_facts.composefs_boot) is missing although O(boot) asked for it.
+  returned: when O(boot=true) and the boot facts could not be read
+  type: str
+  sample: "PermissionError: [Errno 13] Permission denied: '/sysroot/ostree/deploy'"
 ansible_facts:
   description: Facts added to the host.
   returned: always
   type: dict
   contains:
+    composefs_boot:
+      description:
+        - How the host boots composefs, with O(boot=true); the same structure as M(composefs.fleet.boot_facts)'s
+          RV(composefs.fleet.boot_facts#module:ansible_facts.composefs_boot).
+      returned: when O(boot=true) and they could be read
+      type: dict
     composefs:
       description: What the host offers composefs with fs-verity.
       returned: always
@@ -429,6 +460,8 @@ def main():
         argument_spec=dict(
             paths=dict(type="list", elements="path", default=list(DEFAULT_PATHS)),
             probe=dict(type="bool", default=False),
+            boot=dict(type="bool", default=False),
+            boot_sysroot=dict(type="path", default="/sysroot"),
             # read by the action plugin (plugins/action/verity_facts.py): the module runs only where Python does
             raw_fallback=dict(type="bool", default=True),
         ),
@@ -443,7 +476,15 @@ def main():
     if probe and module.check_mode:
         module.warn(CHECK_MODE_NOTE)
     facts = gather(module.params["paths"], probe=probe, check_mode=module.check_mode)
-    module.exit_json(changed=False, ansible_facts=dict(composefs=facts))
+    result = dict(changed=False, ansible_facts=dict(composefs=facts))
+    if module.params["boot"]:
+        # Imported only when asked: a module compiles everything it imports on every run.
+        from ansible_collections.composefs.fleet.plugins.module_utils.boot.gather import gather_local
+        try:
+            result["ansible_facts"]["composefs_boot"] = gather_local(sysroot=module.params["boot_sysroot"])
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # the verity facts stand without them
+            result["boot_error"] = "%s: %s" % (type(exc).__name__, exc)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

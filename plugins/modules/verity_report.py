@@ -57,7 +57,9 @@ options:
     default: verity_check_host_policy
   boot_var:
     description:
-      - The variable holding each host's registered M(composefs.fleet.boot_facts) result, for the "boot" column.
+      - The variable holding each host's registered M(composefs.fleet.boot_facts) result, for the "boot" column; or its
+        M(composefs.fleet.verity_facts) result when that read the boot facts too (O(composefs.fleet.verity_facts#module:boot=true)),
+        as the C(composefs.fleet.verity_check) role does.
       - Hosts without it are shown as "not gathered".
     type: str
     default: verity_check_boot

@@ -471,6 +471,8 @@ def _message(result):
 def boot_entry(boot_result, module_result=None, active=True):
     """The "boot" column of one host from its registered composefs.fleet.boot_facts result.
 
+    (Or its verity_facts result, when that task read the boot facts too: ``boot: true``.)
+
     ``status`` is ``ok`` or ``raw`` (the facts, read by the module or through raw commands),
     ``unreachable``, ``error`` (failed, or facts the report cannot use), ``skipped`` or
     ``not_gathered`` (no boot_facts result), with ``message`` saying why; then the fields of
@@ -490,7 +492,10 @@ def boot_entry(boot_result, module_result=None, active=True):
             entry["message"] = "no boot_facts result for this host"
         return entry
     if boot_result.get("unreachable"):
-        entry.update(status=boot_column.BOOT_UNREACHABLE, message="unreachable: %s" % _message(boot_result))
+        # (the verity column already gives the reason when one task read both)
+        same = boot_result == module_result
+        entry.update(status=boot_column.BOOT_UNREACHABLE,
+                     message="unreachable" if same else "unreachable: %s" % _message(boot_result))
         return entry
     if boot_result.get("failed"):
         if python_missing(boot_result):
@@ -501,7 +506,10 @@ def boot_entry(boot_result, module_result=None, active=True):
     facts = boot_result.get("ansible_facts")
     facts = facts.get("composefs_boot") if isinstance(facts, dict) else None
     if facts is None:
-        entry.update(status=boot_column.BOOT_ERROR, message="boot_facts returned no composefs_boot facts")
+        if boot_result.get("boot_error"):  # verity_facts with boot: true, which could not read them
+            entry.update(status=boot_column.BOOT_ERROR, message="boot facts not read: %s" % boot_result["boot_error"])
+        else:
+            entry.update(status=boot_column.BOOT_ERROR, message="boot_facts returned no composefs_boot facts")
         return entry
     try:
         view = boot_column.boot_view(facts)

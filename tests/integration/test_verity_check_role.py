@@ -99,8 +99,8 @@ def test_report_covers_every_host(fleet):
     assert report["counts"] == dict(total=4, fail=3, unreachable=1, error=0, unknown=0, **{"pass": 0})
     assert report["groups"]["fail"] == ["verity-fs", "other-fs", "coreos-like"] and report["raw_only"] == ["coreos-like"]
 
-    # the boot column (boot_facts): this machine boots neither ostree nor bootc; the host without Python is read with raw
-    # commands too; the unreachable host is not tried a second time, and its cell says why it is empty
+    # the boot column (read by the same verity_facts task, boot: true): this machine boots neither ostree nor bootc; the
+    # host without Python is read with raw commands too; the unreachable host's cell says why it is empty
     boots = dict((name, (h["boot"]["status"], h["boot"].get("kind"), h["boot"].get("summary"))) for name, h in hosts.items())
     assert boots == {"verity-fs": ("ok", "none", "none"), "other-fs": ("ok", "none", "none"), "coreos-like": ("raw", "none", "none"),
                      "gone": ("unreachable", None, None)}, boots

@@ -278,3 +278,15 @@ def test_fuzz_boot_column(steps, new):
     assert report["hosts"][0]["boot"]["status"] == "raw"
     assert json.loads(rendered["json"])["counts"]["total"] == 3
     _assert_markdown_is_inert(rendered["md"])
+
+
+def test_boot_facts_from_the_verity_facts_result(tmp_path):
+    """verity_facts with boot: true carries the boot facts, or says why it could not read them."""
+    both = ok(facts())
+    both["ansible_facts"]["composefs_boot"] = bootc_facts(tmp_path)[0]
+    entry = boot_entry(both, both)
+    assert entry["status"] == "ok", entry
+    missing = ok(facts())
+    missing["boot_error"] = "PermissionError: denied"
+    entry = boot_entry(missing, missing)
+    assert entry["status"] == "error" and entry["message"] == "boot facts not read: PermissionError: denied"
