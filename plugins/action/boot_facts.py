@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
-from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import python_missing
+from ansible_collections.composefs.fleet.plugins.plugin_utils.host_python import python_missing
 
 MODULE = "composefs.fleet.boot_facts"
 ARGS = frozenset(("sysroot", "root", "bootc_status", "digests", "raw_fallback"))
@@ -39,6 +38,9 @@ class ActionModule(ActionBase):
         if not module_result.get("failed") or not fallback or not python_missing(module_result):
             result.update(module_result)
             return result
+        # (imported here, for the hosts that need it: see plugin_utils/host_python.py)
+        from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
+
         sysroot = args.get("sysroot") or "/sysroot"
         facts = read_boot_facts(self._low_level_execute_command, sysroot, digests=_boolean(args.get("digests", True)))
         result.update(changed=False, ansible_facts=dict(composefs_boot=facts))

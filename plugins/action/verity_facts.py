@@ -19,15 +19,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import DEFAULT_PATHS
-from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
-from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import (
-    RawOutputError,
-    VerityReportError,
-    parse_raw,
-    python_missing,
-    raw_script,
-)
+from ansible_collections.composefs.fleet.plugins.plugin_utils.host_python import python_missing
+
+# Only python_missing is imported for every host: the raw fallback's code is imported when a host
+# needs it (the collection loader compiles what an action plugin imports, in every worker).
 
 MODULE = "composefs.fleet.verity_facts"
 # The option list of the module; the action needs only these of them.
@@ -46,6 +41,8 @@ def _excerpt(text, limit=300):
 
 def raw_result(run, paths):
     """The action's result from one run of the raw script: ``run`` is the _low_level_execute_command result."""
+    from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import RawOutputError, parse_raw
+
     stdout = run.get("stdout") or ""
     if "@@release" not in stdout:
         return dict(failed=True, changed=False, rc=run.get("rc"),
@@ -77,6 +74,9 @@ class ActionModule(ActionBase):
             result.update(module_result)
             return result
 
+        from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.gather import DEFAULT_PATHS
+        from ansible_collections.composefs.fleet.plugins.plugin_utils.verity_report import VerityReportError, raw_script
+
         paths = module_args.get(PATHS_OPTION)
         paths = list(DEFAULT_PATHS) if paths is None else paths
         if isinstance(paths, str):
@@ -91,6 +91,8 @@ class ActionModule(ActionBase):
         run = self._low_level_execute_command(script, sudoable=True)
         result.update(raw_result(run, paths))
         if not result.get("failed") and boolean(module_args.get(BOOT_OPTION, False), strict=False):
+            from ansible_collections.composefs.fleet.plugins.plugin_utils.boot_raw import read_boot_facts
+
             try:
                 result["ansible_facts"]["composefs_boot"] = read_boot_facts(
                     self._low_level_execute_command, module_args.get(BOOT_SYSROOT_OPTION) or "/sysroot")

@@ -50,6 +50,7 @@ from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.paths
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.rootfs import root_facts
 from ansible_collections.composefs.fleet.plugins.module_utils.verity_facts.tools import EXTRA_DIRS, TOOLS, parse_version
 from ansible_collections.composefs.fleet.plugins.plugin_utils import boot_column
+from ansible_collections.composefs.fleet.plugins.plugin_utils.host_python import python_missing
 from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import hosts_phrase as _hosts
 from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import md as _md
 from ansible_collections.composefs.fleet.plugins.plugin_utils.report_render import render_json
@@ -444,18 +445,6 @@ def parse_raw(stdout, paths=None):
 
 
 # ---- one host's outcome ----
-
-def python_missing(result):
-    """Whether a failed module result means the host has no usable Python."""
-    if not isinstance(result, dict) or not result.get("failed") or result.get("unreachable"):
-        return False
-    text = " ".join(str(result.get(k) or "") for k in ("msg", "module_stderr", "module_stdout"))
-    if result.get("rc") == 127:
-        return True
-    if "you probably need to set the interpreter" in text:
-        return True
-    return bool(re.search(r"python[0-9.]*\S*: (?:\S+: )?(?:not found|No such file or directory)", text))
-
 
 def _message(result):
     for key in ("msg", "module_stderr", "stderr", "stdout"):

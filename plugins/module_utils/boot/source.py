@@ -14,7 +14,6 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
 from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.ioctl import VerityError, measure, verity_enabled
 
 READ_LIMIT = 16 * 1024 * 1024
@@ -90,6 +89,8 @@ class LocalSource:
             os.close(fd)
         if self.compute_digests:
             try:
+                # Imported here: most hosts have no image to digest, and a module compiles what it imports.
+                from ansible_collections.composefs.fleet.plugins.module_utils.fsverity.digest import file_digest
                 out["digest"] = file_digest(full).hex()
             except OSError as exc:
                 out["error"] = "cannot read %s: %s" % (path, exc.strerror)
