@@ -31,6 +31,10 @@ def bench_big_file(results, size=1 << 30):
         with open(path, "wb") as f:
             for _chunk in range(size >> 24):
                 f.write(os.urandom(1 << 24))
+            # Written back before anything is timed: 1 GiB of dirty pages would otherwise be flushed
+            # by the kernel during the runs, taking a core from whichever side runs then.
+            f.flush()
+            os.fsync(f.fileno())
         run([tool, "digest", path])  # warm the page cache
         theirs, out = best_of(lambda: run([tool, "digest", "--compact", path]))
         ours1, d1 = best_of(lambda: file_digest(path).hex())
