@@ -82,6 +82,7 @@ def bench_dumpfile(results, names=DUMPFILE_ASSETS):
             dump = os.path.join(d, "in.dump")
             with gzip.open(asset, "rb") as src, open(dump, "wb") as out:
                 shutil.copyfileobj(src, out)
+
             def theirs_run():
                 return run([ORACLE, "--from-file", "--print-digest", dump, os.path.join(d, "theirs")]).decode().strip()
 

@@ -53,7 +53,7 @@ options:
   boot:
     description:
       - Also read how the host boots composefs (ostree, bootc or neither, the mode, whether verity is enforced, the booted
-        digest) into RV(ansible_facts.composefs_boot), as M(composefs.fleet.boot_facts) does with its defaults: one module
+        digest) into RV(ansible_facts.composefs_boot), as M(composefs.fleet.boot_facts) does with its defaults - one module
         run for both, as the C(composefs.fleet.verity_check) role's survey does.
       - A problem reading them does not fail the task or lose the verity facts; RV(ansible_facts.composefs_boot) is then
         absent and RV(boot_error) says why. On a host without Python the action plugin reads them with raw commands too.
