@@ -36,35 +36,30 @@ def cpu_seconds():
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _timed(fn):
+    """(wall seconds, CPU seconds, result) of one run of ``fn()``, after an untimed collection of garbage."""
+    gc.collect()  # no run pays for the garbage of the one before
+    cpu = cpu_seconds()
+    start = time.perf_counter()
+    result = fn()
+    took = time.perf_counter() - start
+    return took, cpu_seconds() - cpu, result
+
+
 def best_of(fn, repeat=3):
     """The fastest of ``repeat`` runs of ``fn()`` as a :class:`Timing` (least wall, least CPU), and the last result."""
-    best, best_cpu, result = None, None, None
-    for _attempt in range(repeat):
-        gc.collect()  # untimed: no run pays for the garbage of the one before
-        cpu = cpu_seconds()
-        start = time.perf_counter()
-        result = fn()
-        took = time.perf_counter() - start
-        cpu = cpu_seconds() - cpu
-        best = took if best is None else min(best, took)
-        best_cpu = cpu if best_cpu is None else min(best_cpu, cpu)
-    return Timing(best, best_cpu), result
+    return best_of_each(fn, repeat=repeat)[0]
 
 
-def best_of_each(theirs, ours, repeat=3):
-    """:func:`best_of` for two sides run in turn (theirs, ours, theirs, ...): a slow spell of the machine hits both.
+def best_of_each(*fns, repeat=3):
+    """:func:`best_of` for several sides run in turn (theirs, ours, theirs, ...): a slow spell of the machine hits all.
 
-    Returns ((their Timing, their last result), (our Timing, our last result)).
+    Returns ``(Timing, last result)`` for each of ``fns``, in their order.
     """
-    best = [[None, None, None], [None, None, None]]  # wall, cpu, result per side
+    best = [[None, None, None] for _fn in fns]  # wall, cpu, result per side
     for _attempt in range(repeat):
-        for side, fn in enumerate((theirs, ours)):
-            gc.collect()  # untimed: no run pays for the garbage of the one before
-            cpu = cpu_seconds()
-            start = time.perf_counter()
-            result = fn()
-            took = time.perf_counter() - start
-            cpu = cpu_seconds() - cpu
+        for side, fn in enumerate(fns):
+            took, cpu, result = _timed(fn)
             wall0, cpu0, _result = best[side]
             best[side] = [took if wall0 is None else min(wall0, took), cpu if cpu0 is None else min(cpu0, cpu), result]
     return tuple((Timing(wall, cpu), result) for wall, cpu, result in best)

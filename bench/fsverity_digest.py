@@ -62,7 +62,7 @@ def bench_tree(results, root="/usr/share"):
     # digests, file by file. It also warms the page cache.
     their_digests = theirs_run(1, subprocess.PIPE).decode().split()
     # In turn, theirs then ours, three times: a slow spell of the machine hits both.
-    (theirs, _out), (ours, our_digests) = best_of_each(theirs_run, ours_run, 3)
+    (theirs, _out), (ours, our_digests) = best_of_each(theirs_run, ours_run, repeat=3)
     assert their_digests == [d.hex() for d in our_digests], "digests differ from fsverity digest"
     name = "%s: %d files, %d MB, %d cores" % (root, len(files), total // 1000000, nproc)
     results.append(report(name, ours, theirs, "fsverity digest (xargs -P%d)" % nproc))

@@ -36,7 +36,7 @@ def _ours_digest(src):
 
 def bench_tree(results, src="/usr/share", workdir=None, store=True):
     (theirs, want), (ours, got) = best_of_each(lambda: run([ORACLE, "--print-digest-only", src]).decode().strip(),
-                                               lambda: _ours_digest(src), 3)
+                                               lambda: _ours_digest(src), repeat=3)
     assert got == want, "digest differs from mkcomposefs: %s vs %s" % (got, want)
     results.append(report("%s digest only" % src, ours, theirs, "mkcomposefs --print-digest-only"))
     if not store:
@@ -90,7 +90,7 @@ def bench_dumpfile(results, names=DUMPFILE_ASSETS):
                 return build.build(src_dumpfile=dump, dest=os.path.join(d, "ours"))["digest"]
 
             # Short runs (a tenth of a second): five each, in turn, so that a slow spell hits both.
-            (theirs, want), (took, got) = best_of_each(theirs_run, ours, 5)
+            (theirs, want), (took, got) = best_of_each(theirs_run, ours, repeat=5)
             assert got == want
             results.append(report("dumpfile -> image (%s)" % name, took, theirs, "mkcomposefs --from-file"))
 
