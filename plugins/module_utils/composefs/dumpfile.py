@@ -182,16 +182,6 @@ _HEX_DIGEST_RE = re.compile(rb"[0-9a-fA-F]{64}")
 # --- parsing -------------------------------------------------------------------
 
 
-class _EveryLine:
-    """What ``escaped_lines`` is when nobody looked: every line may hold an escape."""
-
-    def __contains__(self, lineno):
-        return True
-
-
-_EVERY_LINE = _EveryLine()
-
-
 def _lines_with(data, byte):
     """The numbers (from 1) of the lines of ``data`` that contain ``byte``: one search of the whole input."""
     found = set()
@@ -210,12 +200,13 @@ def _lines_with(data, byte):
 
 
 class _Parser:
-    def __init__(self, strict):
+    def __init__(self, strict, data):
         self.strict = strict
         self.root = None
         self.fixups = []  # (node, target path or None, line number)
-        self.may_have_nul = True  # each line is searched for a NUL unless the whole input has none
-        self.escaped_lines = _EVERY_LINE  # numbers of the lines whose fields may hold escapes
+        # One search of the whole input each, instead of one per line (or per field):
+        self.may_have_nul = data.find(b"\0") >= 0  # lines are searched for a NUL only if there is one
+        self.escaped_lines = _lines_with(data, b"\\")  # the lines whose fields may hold escapes
         self.dirs = {}  # normalised path -> directory node, to find parents fast
 
     def fail(self, lineno, problem, path=None):
@@ -575,9 +566,7 @@ def parse(src, strict=False):
     data = _read_source(src)
     lines = data.split(b"\n")
     partial = lines.pop()  # after the last newline: empty when the file ends with one
-    parser = _Parser(strict)
-    parser.may_have_nul = data.find(b"\0") >= 0
-    parser.escaped_lines = _lines_with(data, b"\\")
+    parser = _Parser(strict, data)
     with paused_gc():
         parser.lines(lines, 1)
         if partial:

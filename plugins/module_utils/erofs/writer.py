@@ -585,12 +585,18 @@ def _key_info(key):
     return info
 
 
+def _entry_frame(info, length):
+    """What surrounds a value of ``length`` bytes in an erofs_xattr_entry: (head with the name suffix, padding, size)."""
+    index, suffix = info[0], info[1]
+    head = fmt.XATTR_ENTRY.pack(len(suffix), index, length) + suffix
+    pad = -(len(head) + length) & 3
+    return head, _ZEROS[:pad], len(head) + length + pad
+
+
 def _xattr_entry(key, value):
     """One erofs_xattr_entry with its name suffix and value, padded to 4 bytes."""
-    index, suffix, _bit = _key_info(key)
-    raw = fmt.XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
-    pad = -len(raw) & 3
-    return raw + _ZEROS[:pad] if pad else raw
+    head, padding, _size = _entry_frame(_key_info(key), len(value))
+    return head + value + padding
 
 
 # --- layout -----------------------------------------------------------------------
@@ -666,7 +672,6 @@ def _lay_out(order, offsets, min_sec, min_nsec):
     file_types = _FILE_TYPES
     limit = fmt.EROFS_XATTR_LONG_PREFIX
     infos = {}  # key -> _key_info(key), without the function call per xattr
-    pack_entry = fmt.XATTR_ENTRY.pack
     offsets_get = offsets.get
     filter_default = fmt.EROFS_XATTR_FILTER_DEFAULT
     for index, ino in enumerate(order):
@@ -694,9 +699,7 @@ def _lay_out(order, offsets, min_sec, min_nsec):
                     length = len(value)
                     entry = info[3].get(length)
                     if entry is None:
-                        head = pack_entry(len(info[1]), info[0], length) + info[1]
-                        pad = -(len(head) + length) & 3
-                        entry = info[3][length] = (head, _ZEROS[:pad], len(head) + length + pad)
+                        entry = info[3][length] = _entry_frame(info, length)
                     unshared.append(entry[0] + value + entry[1])
                     xattr_size += entry[2]
                 name_filter |= info[2]
@@ -860,6 +863,7 @@ def _fill_in(plan, parts, inline_dirs, heads):
         else:
             i_u = current
         current += ino.w_n_blocks
+        # (the two packs of _lay_out, which does them inline for every other inode: its hot loop)
         if compact:
             parts[at] = _PACK_COMPACT(i_format, icount, mode, nlink, size, 0, i_u, index, ino.uid, ino.gid, 0)
         else:
